@@ -1,0 +1,226 @@
+"""Keeps one AMI session alive: connect, log in, watch the link, reconnect.
+
+What panoramisk's Manager does not do, and we need:
+- a Ping that is not answered within `ping_timeout` drops the link (a dead
+  TCP connection otherwise goes unnoticed for hours);
+- reconnects back off exponentially with jitter, and a refused login is said
+  once, clearly, and retried slowly instead of every 2 seconds forever;
+- no dependency on `FullyBooted`, which Asterisk sends only to read=system.
+The secret is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import AmiConfig
+from .protocol import EventSink, MiitelAmiProtocol
+
+log = logging.getLogger(__name__)
+
+
+class LoginRefused(Exception):
+    pass
+
+
+@dataclass
+class ListenerStats:
+    connects: int = 0
+    reconnects: int = 0
+    login_failures: int = 0
+    dead_links: int = 0
+    connected: bool = False
+    connected_since: float | None = None
+    last_event_at: float | None = None  # monotonic
+    version: str | None = None
+
+
+OnSession = Callable[["AmiSession"], Awaitable[None]]
+OnGap = Callable[[], None]
+
+
+class AmiSession:
+    """A logged-in connection, handed to on_connected to run actions."""
+
+    def __init__(self, protocol: MiitelAmiProtocol, timeout: float) -> None:
+        self._protocol = protocol
+        self._timeout = timeout
+        self.version = protocol.version
+
+    async def action(self, action: dict[str, Any], *, as_list: bool | None = None) -> Any:
+        future = self._protocol.send_action(action, as_list=as_list)
+        return await asyncio.wait_for(future, self._timeout)
+
+
+class AmiListener:
+    def __init__(
+        self,
+        config: AmiConfig,
+        sink: EventSink,
+        *,
+        on_connected: OnSession | None = None,
+        on_disconnected: OnGap | None = None,
+        on_problem: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = ListenerStats()
+        self._sink = sink
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_problem = on_problem
+        self._stopping = asyncio.Event()
+        self._protocol: MiitelAmiProtocol | None = None
+        self._connected_event = asyncio.Event()
+
+    # -- public -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and stay connected until stop()."""
+        delay = self.config.reconnect_min
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            why = await self._one_session()
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - started > 60:
+                delay = self.config.reconnect_min  # it was a healthy session
+            if isinstance(why, LoginRefused):
+                delay = self.config.reconnect_max
+            wait = min(delay, self.config.reconnect_max) * random.uniform(0.8, 1.2)
+            log.warning("AMI %s; reconnecting in %.1f s", why, wait)
+            self.stats.reconnects += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._protocol is not None:
+            self._protocol.close()
+
+    async def wait_connected(self) -> None:
+        await self._connected_event.wait()
+
+    def abort_connection(self) -> None:
+        """Drop the current connection (tests; a `check` that wants a fresh one)."""
+        if self._protocol is not None:
+            self._protocol.abort()
+
+    # -- one connection -----------------------------------------------------------
+
+    async def _one_session(self) -> BaseException | str:
+        cfg = self.config
+        where = f"{cfg.host}:{cfg.port}"
+        loop = asyncio.get_running_loop()
+        try:
+            _transport, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: MiitelAmiProtocol(self._on_event, self._on_problem),
+                    cfg.host,
+                    cfg.port,
+                    ssl=self._ssl_context(),
+                    server_hostname=cfg.host if cfg.tls else None,
+                ),
+                cfg.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            return f"connection to {where} failed ({_short(exc)})"
+        self._protocol = protocol
+        self.stats.connects += 1
+        try:
+            await asyncio.wait_for(protocol.banner, cfg.connect_timeout)
+            self.stats.version = protocol.version
+            await self._login(protocol)
+        except LoginRefused as exc:
+            protocol.close()
+            self.stats.login_failures += 1
+            return exc
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            protocol.abort()
+            return f"session with {where} failed before login ({_short(exc)})"
+        log.info("AMI connected to %s (Asterisk Call Manager %s)", where, protocol.version)
+        self.stats.connected = True
+        self.stats.connected_since = time.time()
+        self._connected_event.set()
+        pinger = asyncio.create_task(self._ping_loop(protocol))
+        hook: asyncio.Task[None] | None = None
+        if self._on_connected is not None:
+            hook = asyncio.create_task(
+                self._on_connected(AmiSession(protocol, cfg.ping_timeout * 4))
+            )
+        try:
+            exc = await protocol.lost
+        finally:
+            pinger.cancel()
+            if hook is not None and not hook.done():
+                hook.cancel()
+            self.stats.connected = False
+            self._connected_event.clear()
+            self._protocol = None
+            if self._on_disconnected is not None:
+                self._on_disconnected()
+        if self._stopping.is_set():
+            return "stopped"
+        return f"connection to {where} lost ({_short(exc) if exc else 'closed by Asterisk'})"
+
+    async def _login(self, protocol: MiitelAmiProtocol) -> None:
+        cfg = self.config
+        resp = await asyncio.wait_for(
+            protocol.send_action(
+                {
+                    "Action": "Login",
+                    "Username": cfg.username,
+                    "Secret": cfg.secret.get_secret_value(),
+                    "Events": "on",
+                }
+            ),
+            cfg.connect_timeout,
+        )
+        if resp.get("Response") != "Success":
+            raise LoginRefused(
+                f"login refused for user {cfg.username!r} ({resp.get('Message', 'no reason')}):"
+                " check [ami] username and secret and the user's permit/deny in manager.conf"
+            )
+
+    async def _ping_loop(self, protocol: MiitelAmiProtocol) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.ping_interval)
+            try:
+                await asyncio.wait_for(protocol.send_action({"Action": "Ping"}), cfg.ping_timeout)
+            except (TimeoutError, ConnectionError):
+                self.stats.dead_links += 1
+                log.warning(
+                    "AMI Ping unanswered for %.1f s: the link is dead, dropping it",
+                    cfg.ping_timeout,
+                )
+                protocol.abort()
+                return
+
+    def _on_event(self, event: dict[str, str], received_at: float) -> None:
+        self.stats.last_event_at = time.monotonic()
+        self._sink(event, received_at)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        ctx = ssl.create_default_context()
+        if not self.config.tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no reason"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,153 @@
+"""Bytes from the AMI socket -> messages (dicts of headers), incrementally.
+
+panoramisk decodes each TCP chunk on its own (`errors='ignore'`), so a UTF-8
+character split across two reads is silently dropped (a caller named 山田太郎
+arrives as 田太郎). Here bytes are buffered until a message is complete and
+only then decoded, so any split of the stream gives the same messages.
+
+A message ends at an empty line (CRLF CRLF; LF-only transcripts work too).
+Oversized messages, lines without `: ` and undecodable bytes are counted and
+reported, never fatal: the next message parses as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Message = dict[str, str]
+
+BANNER_PREFIX = b"Asterisk Call Manager/"
+# One AMI message is a few hundred bytes; 64 KiB is far beyond any real one
+# (a long Command output arrives as many `Output:` lines, still well under).
+DEFAULT_MAX_MESSAGE = 64 * 1024
+
+_END = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass
+class ParserStats:
+    messages: int = 0
+    malformed: int = 0  # blocks with neither Event nor Response
+    bad_lines: int = 0  # lines without `: `
+    oversized: int = 0  # messages dropped for exceeding max_message
+    bad_utf8: int = 0  # messages with bytes that are not UTF-8 (replaced)
+    problems: list[str] = field(default_factory=list)  # the latest few, for logs
+
+    def note(self, text: str) -> None:
+        self.problems.append(text)
+        del self.problems[:-20]
+
+
+class AmiParser:
+    """Feed it bytes in any chunks; it returns the complete messages."""
+
+    def __init__(
+        self,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        on_problem: Callable[[str], None] | None = None,
+    ) -> None:
+        self.max_message = max_message
+        self.version: str | None = None
+        self.stats = ParserStats()
+        self._buf = b""
+        self._skipping = False  # inside an oversized message: drop until its end
+        self._expect_banner = True
+        self._on_problem = on_problem
+
+    def feed(self, data: bytes) -> list[Message]:
+        buf = self._buf + data if self._buf else data
+        if self._expect_banner:
+            if buf.startswith(BANNER_PREFIX[: len(buf)]):
+                taken = self._take_banner(buf)
+                if taken is None:
+                    return []
+                buf = taken
+            self._expect_banner = False
+        parts = _END.split(buf)
+        self._buf = parts.pop()
+        out: list[Message] = []
+        for block in parts:
+            if self._skipping:
+                self._skipping = False  # this block is the oversized message's tail
+                continue
+            if len(block) > self.max_message:
+                self._count_oversized(block)
+            elif block:
+                msg = self._parse(block)
+                if msg is not None:
+                    out.append(msg)
+        if len(self._buf) > self.max_message:
+            self._drop_oversized()
+        return out
+
+    def _take_banner(self, buf: bytes) -> bytes | None:
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) < len(BANNER_PREFIX) + 64:
+                self._buf = buf  # the banner line is still arriving
+                return None
+            end = len(buf)
+        line = buf[:end].rstrip(b"\r").decode("utf-8", "replace")
+        if line.startswith("Asterisk Call Manager/"):
+            self.version = line.partition("/")[2].strip()
+            return buf[end + 1 :]
+        return buf
+
+    def _drop_oversized(self) -> None:
+        if not self._skipping:  # count each oversized message once
+            self._count_oversized(self._buf)
+        self._buf = b""
+        self._skipping = True
+
+    def _count_oversized(self, block: bytes) -> None:
+        self.stats.oversized += 1
+        self._problem(
+            f"dropped an AMI message longer than {self.max_message} bytes "
+            f"(starts {block[:60]!r})"
+        )
+
+    def _parse(self, block: bytes) -> Message | None:
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stats.bad_utf8 += 1
+            text = block.decode("utf-8", "replace")
+        msg: Message = {}
+        for line in text.split("\n"):
+            key, sep, value = line.partition(": ")
+            if not sep:
+                line = line.rstrip("\r")
+                if not line:
+                    continue
+                if line.endswith(":"):  # `Key:` with an empty value
+                    key, value = line[:-1], ""
+                else:
+                    self.stats.bad_lines += 1
+                    continue
+            if value.endswith("\r"):
+                value = value[:-1]
+            if key in msg:
+                if key == "ChanVariable":
+                    # `ChanVariable: NAME=value`, repeated once per variable
+                    name, _, val = value.partition("=")
+                    msg["ChanVariable:" + name] = val
+                continue  # otherwise the first occurrence wins
+            if key == "ChanVariable":
+                name, _, val = value.partition("=")
+                msg["ChanVariable:" + name] = val
+                msg[key] = value
+                continue
+            msg[key] = value
+        if "Event" not in msg and "Response" not in msg:
+            self.stats.malformed += 1
+            self._problem(f"ignored an AMI message with neither Event nor Response: {block[:80]!r}")
+            return None
+        self.stats.messages += 1
+        return msg
+
+    def _problem(self, text: str) -> None:
+        self.stats.note(text)
+        if self._on_problem is not None:
+            self._on_problem(text)

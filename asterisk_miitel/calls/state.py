@@ -1,0 +1,131 @@
+"""Compact, folded state: what we know of each channel and each recording.
+
+Nothing here stores events. Each event updates a few slots; a channel's
+state is dropped from the tracker's table when it hangs up, and lives on only
+as long as an open recording still refers to it (plain Python references).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EndReason = Literal["hangup", "stopped", "gap", "pbx_restart", "shutdown"]
+RecordingMode = Literal["interleaved", "legs", "mono", "unknown"]
+
+
+@dataclass(slots=True, eq=False)
+class Transfer:
+    """A transfer that moved a channel into a new conversation."""
+
+    kind: Literal["blind", "attended"]
+    at: float
+    transferer: Channel | None  # the user's channel that transferred
+    target_exten: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Channel:
+    uniqueid: str
+    name: str
+    linkedid: str
+    created: float
+    context: str = ""  # the context the channel was created in (its endpoint's)
+    exten: str = ""  # the extension at creation: what a caller dialled
+    caller_num: str = ""
+    caller_name: str = ""
+    connected_num: str = ""
+    connected_name: str = ""
+    answered: float | None = None
+    hungup: float | None = None
+    bridge: str | None = None
+    # Dialling: who dialled this channel, with which dial string; whom it dialled.
+    dialled_by: Channel | None = None
+    dial_string: str | None = None
+    dial_status: str | None = None
+    dial_targets: list[Channel] | None = None
+    originated: bool = False  # created by Originate (click-to-call)
+    local_peer: Channel | None = None  # the other half of a Local channel pair
+    partial: bool = False  # first seen mid-call (service started late, AMI gap)
+    # What the dialplan and Asterisk told us about this channel.
+    did: str | None = None  # FreePBX FROM_DID
+    ampuser: str | None = None  # FreePBX user logged in on this device
+    queue: str | None = None
+    queue_label: str | None = None
+    group: str | None = None
+    tags: list[str] | None = None
+    voicemail_box: str | None = None
+    vm_file: str | None = None
+    vm_recorded: bool = False  # a MixMonitor was running when the message was left
+    transfer: Transfer | None = None
+    # MixMonitor bookkeeping: the file announced by VarSet MIXMONITOR_FILENAME
+    # and the options from Newexten, both just before MixMonitorStart.
+    pending_file: str | None = None
+    pending_args: str | None = None
+    recordings: list[Recording] | None = None  # open recordings on this channel
+
+    @property
+    def is_local(self) -> bool:
+        return self.name.startswith("Local/")
+
+    @property
+    def tech(self) -> str:
+        return self.name.partition("/")[0]
+
+    @property
+    def endpoint(self) -> str:
+        """`PJSIP/1001-0000002a` -> `1001`.
+
+        `Local/1002@from-queue-00000001;1` -> `1002@from-queue`.
+        """
+        resource = self.name.partition("/")[2]
+        if self.is_local:
+            resource = resource.rpartition(";")[0] or resource
+        base, dash, suffix = resource.rpartition("-")
+        if dash and suffix and all(c in "0123456789abcdef" for c in suffix.lower()):
+            return base
+        return resource
+
+    def add_tag(self, value: str) -> None:
+        if self.tags is None:
+            self.tags = []
+        if len(self.tags) < 32:  # bound a misbehaving dialplan loop
+            self.tags.append(value)
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    """One party's time on one side of a recording."""
+
+    party: Channel
+    first: float
+    last: float | None = None  # None while still bridged
+    talk: float = 0.0
+    since: float | None = None  # current stretch start
+
+
+@dataclass(slots=True, eq=False)
+class Recording:
+    file: str
+    channel: Channel  # the channel MixMonitor runs on
+    started: float
+    mode: RecordingMode = "unknown"
+    options: str = ""
+    receive: str | None = None
+    transmit: str | None = None
+    mixmonitor_id: str | None = None
+    voicemail_only: bool = False  # the voicemail message file, no MixMonitor
+    ended: float | None = None
+    end_reason: EndReason | None = None
+    # LEFT carries the audio coming from the recorded channel: normally that
+    # channel's own party; for a Local half, whoever is behind the other half.
+    left: list[Segment] = field(default_factory=list)
+    right: list[Segment] = field(default_factory=list)
+    # Every channel this recording's conversation touched (for tags, queue,
+    # group, transfers), in first-seen order.
+    seen: list[Channel] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def see(self, channel: Channel) -> None:
+        if all(c is not channel for c in self.seen):
+            self.seen.append(channel)

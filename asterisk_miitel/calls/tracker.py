@@ -1,0 +1,599 @@
+"""Folds AMI events, in arrival order, into channel and recording state.
+
+The unit is the recording: one MixMonitor file, opened at MixMonitorStart
+(its path from the VarSet MIXMONITOR_FILENAME just before, or from our
+dialplan's MiiTelRecording UserEvent), closed when its channel hangs up or
+StopMixMonitor ends it. While it records, the tracker keeps who was audible
+on each side, following bridges and Local channel pairs. A closed recording
+goes to `on_closed`; nothing waits for "every channel of the call is gone"
+(agents, conferences and parked calls can live for hours).
+
+No handler does I/O or awaits: `feed` is synchronous, so events can never be
+reordered, and cheap: a few dict lookups per event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .state import Channel, EndReason, Recording, Segment, Transfer
+
+log = logging.getLogger(__name__)
+
+Event = Mapping[str, str]
+OnClosed = Callable[[Recording], None]
+
+_NO_NUMBER = ("", "<unknown>")
+
+
+@dataclass
+class TrackerStats:
+    events: int = 0
+    by_event: dict[str, int] = field(default_factory=dict)
+    ignored: int = 0
+    bad_events: int = 0
+    recordings_opened: int = 0
+    recordings_closed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.problems.append(text)
+        del self.problems[:-20]
+
+
+class CallTracker:
+    def __init__(self, on_closed: OnClosed) -> None:
+        self.on_closed = on_closed
+        self.channels: dict[str, Channel] = {}
+        self.bridges: dict[str, list[Channel]] = {}
+        self.recordings: dict[str, Recording] = {}  # open ones, by file
+        self.stats = TrackerStats()
+        self._locals: dict[str, Channel] = {}  # Local pair halves waiting for their twin
+        self._handlers: dict[str, Callable[[Event, float], None]] = {
+            "Newchannel": self._newchannel,
+            "Newstate": self._newstate,
+            "NewCallerid": self._callerid,
+            "NewConnectedLine": self._callerid,
+            "Hangup": self._hangup,
+            "DialBegin": self._dial_begin,
+            "DialEnd": self._dial_end,
+            "BridgeEnter": self._bridge_enter,
+            "BridgeLeave": self._bridge_leave,
+            "LocalBridge": self._local_bridge,
+            "MixMonitorStart": self._mixmonitor_start,
+            "MixMonitorStop": self._mixmonitor_stop,
+            "VarSet": self._varset,
+            "Newexten": self._newexten,
+            "UserEvent": self._userevent,
+            "BlindTransfer": self._blind_transfer,
+            "AttendedTransfer": self._attended_transfer,
+            "QueueCallerJoin": self._queue_join,
+            "AgentConnect": self._agent_connect,
+            "Rename": self._rename,
+        }
+
+    # -- entry points -------------------------------------------------------------
+
+    def feed(self, event: Event, received_at: float) -> None:
+        """Fold one event. Never raises for bad input: counts and notes it."""
+        name = event.get("Event")
+        self.stats.events += 1
+        handler = self._handlers.get(name or "")
+        if handler is None:
+            self.stats.ignored += 1
+            return
+        by = self.stats.by_event
+        by[name] = by.get(name, 0) + 1  # type: ignore[index]
+        ts = received_at
+        stamp = event.get("Timestamp")
+        if stamp:
+            try:
+                ts = float(stamp)
+            except ValueError:
+                pass
+        try:
+            handler(event, ts)
+        except Exception as exc:  # a malformed event must cost nothing else
+            self.stats.bad_events += 1
+            text = f"ignored a malformed {name} event ({type(exc).__name__}: {exc})"
+            self.stats.note(text)
+            log.warning("%s; Uniqueid=%s", text, event.get("Uniqueid", "?"))
+
+    def close_all(self, reason: EndReason, at: float) -> list[Recording]:
+        """Close every open recording (AMI gap, PBX restart, shutdown)."""
+        closed = list(self.recordings.values())
+        for rec in closed:
+            self._close(rec, at, reason)
+        return closed
+
+    def forget_all(self) -> None:
+        """Drop all channel state (after Asterisk restarted: none of it is live)."""
+        self.channels.clear()
+        self.bridges.clear()
+        self._locals.clear()
+
+    @property
+    def open_recordings(self) -> int:
+        return len(self.recordings)
+
+    # -- channels -------------------------------------------------------------------
+
+    def _channel(self, event: Event, ts: float, prefix: str = "") -> Channel | None:
+        """The channel an event is about; created from its snapshot if unseen."""
+        uid = event.get(prefix + "Uniqueid")
+        if not uid:
+            return None
+        ch = self.channels.get(uid)
+        if ch is None:
+            name = event.get(prefix + "Channel")
+            if not name:
+                return None
+            ch = Channel(
+                uniqueid=uid,
+                name=name,
+                linkedid=event.get(prefix + "Linkedid", uid),
+                created=ts,
+                context=event.get(prefix + "Context", ""),
+                exten=event.get(prefix + "Exten", ""),
+                partial=True,
+            )
+            self._update_ids(ch, event, prefix)
+            if event.get(prefix + "ChannelStateDesc") == "Up":
+                ch.answered = ts
+            self.channels[uid] = ch
+            self._pair_local(ch)
+        return ch
+
+    def _newchannel(self, event: Event, ts: float) -> None:
+        uid = event["Uniqueid"]
+        if uid in self.channels:  # seen first in a later event (reordered capture)
+            ch = self.channels[uid]
+            ch.partial = False
+            ch.created = min(ch.created, ts)
+            return
+        ch = Channel(
+            uniqueid=uid,
+            name=event["Channel"],
+            linkedid=event.get("Linkedid", uid),
+            created=ts,
+            context=event.get("Context", ""),
+            exten=event.get("Exten", ""),
+        )
+        self._update_ids(ch, event, "")
+        self.channels[uid] = ch
+        self._pair_local(ch)
+
+    @staticmethod
+    def _update_ids(ch: Channel, event: Event, prefix: str) -> None:
+        num = event.get(prefix + "CallerIDNum")
+        if num is not None:
+            ch.caller_num = "" if num in _NO_NUMBER else num
+        name = event.get(prefix + "CallerIDName")
+        if name is not None:
+            ch.caller_name = "" if name in _NO_NUMBER else name
+        num = event.get(prefix + "ConnectedLineNum")
+        if num is not None:
+            ch.connected_num = "" if num in _NO_NUMBER else num
+        name = event.get(prefix + "ConnectedLineName")
+        if name is not None:
+            ch.connected_name = "" if name in _NO_NUMBER else name
+
+    def _pair_local(self, ch: Channel) -> None:
+        if not ch.is_local:
+            return
+        base, sep, _half = ch.name.rpartition(";")
+        if not sep:
+            return
+        twin = self._locals.pop(base, None)
+        if twin is None:
+            self._locals[base] = ch
+        else:
+            ch.local_peer, twin.local_peer = twin, ch
+
+    def _newstate(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        if ch is None:
+            return
+        self._update_ids(ch, event, "")
+        if event.get("ChannelStateDesc") == "Up" and ch.answered is None:
+            ch.answered = ts
+
+    def _callerid(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        if ch is not None:
+            self._update_ids(ch, event, "")
+
+    def _rename(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        new = event.get("Newname")
+        if ch is not None and new:
+            ch.name = new
+
+    def _hangup(self, event: Event, ts: float) -> None:
+        ch = self.channels.pop(event.get("Uniqueid", ""), None)
+        if ch is None:
+            return
+        ch.hungup = ts
+        if ch.bridge is not None:
+            self._leave_bridge(ch, ts)
+        for rec in list(ch.recordings or ()):
+            self._close(rec, ts, "hangup")
+        if ch.vm_file and not ch.vm_recorded:
+            self._voicemail_recording(ch, ts)
+        if ch.is_local:
+            base = ch.name.rpartition(";")[0]
+            if self._locals.get(base) is ch:
+                del self._locals[base]
+
+    # -- dialling ---------------------------------------------------------------------
+
+    def _dial_begin(self, event: Event, ts: float) -> None:
+        dest = self._channel(event, ts, "Dest")
+        if dest is None:
+            return
+        caller = self._channel(event, ts, "")
+        dest.dial_string = event.get("DialString") or dest.dial_string
+        if caller is None:
+            # Originate: Asterisk dials the first leg with no calling channel.
+            dest.originated = True
+            return
+        dest.dialled_by = caller
+        targets = caller.dial_targets
+        if targets is None:
+            caller.dial_targets = [dest]
+        elif len(targets) < 16 and all(t is not dest for t in targets):
+            targets.append(dest)
+        for rec in self._recordings_near(caller):
+            rec.see(dest)
+
+    def _dial_end(self, event: Event, ts: float) -> None:
+        status = event.get("DialStatus")
+        dest = self.channels.get(event.get("DestUniqueid", ""))
+        if dest is not None:
+            dest.dial_status = status
+        caller = self.channels.get(event.get("Uniqueid", ""))
+        if caller is not None:
+            caller.dial_status = status
+
+    # -- bridges ------------------------------------------------------------------------
+
+    def _bridge_enter(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        bridge = event.get("BridgeUniqueid")
+        if ch is None or not bridge:
+            return
+        if ch.bridge is not None and ch.bridge != bridge:
+            self._leave_bridge(ch, ts)
+        members = self.bridges.setdefault(bridge, [])
+        if all(m is not ch for m in members):
+            members.append(ch)
+        ch.bridge = bridge
+        self._refresh(self._component(ch), ts)
+
+    def _bridge_leave(self, event: Event, ts: float) -> None:
+        ch = self.channels.get(event.get("Uniqueid", ""))
+        if ch is not None and ch.bridge is not None:
+            self._leave_bridge(ch, ts)
+
+    def _leave_bridge(self, ch: Channel, ts: float) -> None:
+        bridge = ch.bridge
+        assert bridge is not None
+        members = self.bridges.get(bridge, [])
+        affected = self._component(ch)
+        remaining = [m for m in members if m is not ch]
+        if remaining:
+            self.bridges[bridge] = remaining
+        else:
+            self.bridges.pop(bridge, None)
+        ch.bridge = None
+        self._refresh(affected, ts)
+
+    def _local_bridge(self, event: Event, ts: float) -> None:
+        one = self._channel(event, ts, "LocalOne")
+        two = self._channel(event, ts, "LocalTwo")
+        if one is not None and two is not None:
+            one.local_peer, two.local_peer = two, one
+
+    def _component(self, start: Channel) -> list[Channel]:
+        """Channels connected to `start` through bridges and Local pairs."""
+        seen = [start]
+        todo = [start]
+        while todo:
+            ch = todo.pop()
+            nxt: list[Channel] = []
+            if ch.bridge is not None:
+                nxt.extend(self.bridges.get(ch.bridge, ()))
+            if ch.local_peer is not None:
+                nxt.append(ch.local_peer)
+            for other in nxt:
+                if all(other is not s for s in seen):
+                    seen.append(other)
+                    todo.append(other)
+        return seen
+
+    def _audible(self, ch: Channel, exclude: Channel) -> list[Channel]:
+        """Real channels whose audio reaches `ch` through its bridge (Locals crossed)."""
+        out: list[Channel] = []
+        visited = [ch, exclude]
+        todo = [ch]
+        while todo:
+            cur = todo.pop()
+            if cur.bridge is None:
+                continue
+            for member in self.bridges.get(cur.bridge, ()):
+                if any(member is v for v in visited):
+                    continue
+                visited.append(member)
+                peer = member.local_peer
+                if member.is_local and peer is not None:
+                    if all(peer is not v for v in visited):
+                        visited.append(peer)
+                        todo.append(peer)
+                elif not member.is_local:
+                    out.append(member)
+        return out
+
+    def _sides(self, rec: Recording) -> tuple[list[Channel], list[Channel]]:
+        ch = rec.channel
+        right = self._audible(ch, ch)
+        if ch.is_local and ch.local_peer is not None:
+            left = self._audible(ch.local_peer, ch)
+        else:
+            left = [ch]
+        return left, right
+
+    def _refresh(self, channels: Iterable[Channel], ts: float) -> None:
+        for ch in channels:
+            for rec in ch.recordings or ():
+                left, right = self._sides(rec)
+                _update_segments(rec.left, left, ts)
+                _update_segments(rec.right, right, ts)
+                for party in (*left, *right):
+                    rec.see(party)
+
+    def _recordings_near(self, ch: Channel) -> list[Recording]:
+        """Open recordings on this channel or on the other half of its Local pair."""
+        recs = list(ch.recordings or ())
+        if ch.local_peer is not None:
+            recs.extend(ch.local_peer.recordings or ())
+        for member in self.bridges.get(ch.bridge or "", ()):
+            recs.extend(member.recordings or ())
+        return recs
+
+    # -- recordings -----------------------------------------------------------------------
+
+    def _mixmonitor_start(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        if ch is None:
+            return
+        file = ch.pending_file
+        if not file:
+            text = (
+                f"MixMonitorStart on {ch.name} without its MIXMONITOR_FILENAME: the recording "
+                "cannot be found (is VarSet filtered out in manager.conf?)"
+            )
+            self.stats.note(text)
+            log.warning(text)
+            return
+        ch.pending_file = None
+        self._open(ch, file, ts, ch.pending_args or "")
+        ch.pending_args = None
+
+    def _open(self, ch: Channel, file: str, ts: float, args: str) -> Recording:
+        rec = self.recordings.get(file)
+        if rec is not None:
+            return rec  # announced twice (MixMonitorStart and our UserEvent)
+        rec = Recording(file=file, channel=ch, started=ts, options=_options(args))
+        rec.mode = _guess_mode(file, rec.options)
+        self.recordings[file] = rec
+        if ch.recordings is None:
+            ch.recordings = []
+        ch.recordings.append(rec)
+        rec.see(ch)
+        self.stats.recordings_opened += 1
+        left, right = self._sides(rec)
+        _update_segments(rec.left, left, ts)
+        _update_segments(rec.right, right, ts)
+        for party in (*left, *right):
+            rec.see(party)
+        return rec
+
+    def _mixmonitor_stop(self, event: Event, ts: float) -> None:
+        ch = self.channels.get(event.get("Uniqueid", ""))
+        if ch is None or not ch.recordings:
+            return
+        # StopMixMonitor without an ID stops the first MixMonitor on the channel.
+        self._close(ch.recordings[0], ts, "stopped")
+
+    def _close(self, rec: Recording, ts: float, reason: EndReason) -> None:
+        if rec.ended is not None:
+            return
+        rec.ended = ts
+        rec.end_reason = reason
+        for seg in (*rec.left, *rec.right):
+            _end_segment(seg, ts)
+        self.recordings.pop(rec.file, None)
+        owner = rec.channel.recordings
+        if owner is not None:
+            owner[:] = [r for r in owner if r is not rec]
+            if not owner:
+                rec.channel.recordings = None
+        self.stats.recordings_closed += 1
+        self.on_closed(rec)
+
+    def _voicemail_recording(self, ch: Channel, ts: float) -> None:
+        """A caller left a voicemail on a channel we did not record: send the message."""
+        assert ch.vm_file is not None
+        rec = Recording(file=ch.vm_file, channel=ch, started=ch.created, mode="mono")
+        rec.voicemail_only = True
+        rec.left.append(Segment(party=ch, first=ch.created, last=ts, talk=ts - ch.created))
+        rec.see(ch)
+        self.stats.recordings_opened += 1
+        rec.ended = ts
+        rec.end_reason = "hangup"
+        self.stats.recordings_closed += 1
+        self.on_closed(rec)
+
+    # -- variables, dialplan, user events -----------------------------------------------
+
+    def _varset(self, event: Event, ts: float) -> None:
+        var = event.get("Variable", "")
+        if var not in _VARS and not var.startswith("MIITEL_"):
+            return
+        ch = self._channel(event, ts)
+        if ch is None:
+            return
+        value = event.get("Value", "")
+        if var == "MIXMONITOR_FILENAME":
+            ch.pending_file = value or None
+        elif var == "VM_MESSAGEFILE":
+            if value:
+                ch.vm_file = value
+                if ch.recordings:  # the call is recorded anyway: send that instead
+                    ch.vm_recorded = True
+        elif var == "FROM_DID":
+            ch.did = value or ch.did
+        elif var == "AMPUSER":
+            ch.ampuser = value or ch.ampuser
+
+    def _newexten(self, event: Event, ts: float) -> None:
+        app = event.get("Application")
+        if app not in _APPS:
+            return
+        ch = self._channel(event, ts)
+        if ch is None:
+            return
+        data = event.get("AppData", "")
+        if app == "MixMonitor":
+            ch.pending_args = data
+        elif app == "VoiceMail":
+            box = data.split(",", 1)[0].split("&", 1)[0]
+            ch.voicemail_box = box or ch.voicemail_box
+        elif app == "Queue":
+            ch.queue = ch.queue or data.split(",", 1)[0] or None
+
+    def _userevent(self, event: Event, ts: float) -> None:
+        kind = event.get("UserEvent", "")
+        if not kind.startswith("MiiTel"):
+            return
+        ch = self._channel(event, ts)
+        if ch is None:
+            return
+        if kind == "MiiTelRecording":
+            file = event.get("File", "")
+            if not file:
+                return
+            rec = self.recordings.get(file) or self._open(ch, file, ts, "")
+            mode = event.get("Mode", "")
+            if mode in ("interleaved", "legs", "mono"):
+                rec.mode = mode  # type: ignore[assignment]
+            rec.receive = event.get("Receive") or rec.receive
+            rec.transmit = event.get("Transmit") or rec.transmit
+            rec.mixmonitor_id = event.get("MixMonitorID") or rec.mixmonitor_id
+            if ch.pending_file == file:
+                ch.pending_file = None
+        elif kind == "MiiTelTag":
+            value = event.get("Tag", "")
+            if value:
+                ch.add_tag(value)
+        elif kind == "MiiTelGroup":
+            ch.group = event.get("Group") or ch.group
+        elif kind == "MiiTelQueue":
+            ch.queue_label = event.get("Queue") or ch.queue_label
+
+    # -- transfers and queues -------------------------------------------------------------
+
+    def _blind_transfer(self, event: Event, ts: float) -> None:
+        if event.get("Result", "Success") != "Success":
+            return
+        transferer = self._channel(event, ts, "Transferer")
+        transferee = self._channel(event, ts, "Transferee")
+        if transferee is not None:
+            transferee.transfer = Transfer(
+                "blind", ts, transferer, event.get("Extension") or None
+            )
+
+    def _attended_transfer(self, event: Event, ts: float) -> None:
+        if event.get("Result", "Success") != "Success":
+            return
+        transferer = self._channel(event, ts, "OrigTransferer")
+        second = self._channel(event, ts, "SecondTransferer")
+        for prefix in ("Transferee", "TransferTarget"):
+            ch = self._channel(event, ts, prefix)
+            if ch is not None:
+                ch.transfer = Transfer("attended", ts, transferer or second)
+        if second is not None and second is not transferer:
+            second.transfer = Transfer("attended", ts, transferer or second)
+
+    def _queue_join(self, event: Event, ts: float) -> None:
+        ch = self._channel(event, ts)
+        queue = event.get("Queue")
+        if ch is not None and queue:
+            ch.queue = queue
+
+    def _agent_connect(self, event: Event, ts: float) -> None:
+        member = self._channel(event, ts, "Dest")
+        queue = event.get("Queue")
+        if member is not None and queue:
+            member.queue = queue
+
+
+_VARS = frozenset(
+    {"MIXMONITOR_FILENAME", "VM_MESSAGEFILE", "FROM_DID", "AMPUSER"}
+)
+_APPS = frozenset({"MixMonitor", "VoiceMail", "Queue"})
+
+
+def _options(args: str) -> str:
+    """MixMonitor's option string from its AppData: `file.raw,bD` -> `bD`."""
+    parts = args.split(",")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _guess_mode(file: str, options: str) -> str:
+    # Our dialplan's MiiTelRecording event says it for sure; until then (or
+    # on a PBX without our snippets) the name and options tell.
+    opts = _strip_option_args(options)
+    if "D" in opts:
+        return "interleaved"
+    if "r" in opts and "t" in opts:
+        return "legs"
+    if file.lower().endswith((".wav", ".wav49", ".gsm", ".mp3", ".sln", ".ulaw", ".alaw")):
+        return "mono"
+    return "unknown"
+
+
+def _strip_option_args(options: str) -> str:
+    """`bD i(ID) r(/x)` -> `bDir`: option letters without their arguments."""
+    out = []
+    depth = 0
+    for c in options:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(c)
+    return "".join(out)
+
+
+def _update_segments(segments: list[Segment], now_present: list[Channel], ts: float) -> None:
+    for seg in segments:
+        present = any(seg.party is p for p in now_present)
+        if present and seg.since is None:
+            seg.since = ts
+            seg.last = None
+        elif not present and seg.since is not None:
+            _end_segment(seg, ts)
+    for party in now_present:
+        if all(seg.party is not party for seg in segments):
+            segments.append(Segment(party=party, first=ts, since=ts))
+
+
+def _end_segment(seg: Segment, ts: float) -> None:
+    if seg.since is not None:
+        seg.talk += max(0.0, ts - seg.since)
+        seg.since = None
+        seg.last = ts
