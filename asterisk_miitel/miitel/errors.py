@@ -1,0 +1,92 @@
+"""What went wrong talking to MiiTel, as classes that say what to do next.
+
+The outbox decides by class alone, never by parsing a message:
+
+- `NotSent`: nothing reached MiiTel (connection refused, DNS, TLS, connect
+  timeout). Safe to repeat, POST included.
+- `OutcomeUnknown`: the request went out but no answer came back (timeout,
+  connection lost). MiiTel may have created the call history: a POST must
+  not be repeated blindly. A PUT may be (it replaces the file).
+- `RetryableAnswer`: MiiTel answered 429, 408 or 5xx; try again later, after
+  `retry_after` seconds if it said so.
+- `Permanent`: repeating the same request will not help (other 4xx, a
+  malformed answer, a missing upload URL, a file that is not what it claims).
+  - `UploadExpired`: the signed upload URL is past its life (3 hours).
+  - `UploadForbidden`: the upload URL was refused for another reason.
+
+Messages never hold a webhook or upload URL in full (see `redact`), and
+`body` keeps at most `BODY_LIMIT` characters of the answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+BODY_LIMIT = 500
+
+
+def cut(text: str | None, limit: int = BODY_LIMIT) -> str | None:
+    """The first `limit` characters of `text`, marked when cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "…"
+
+
+class MiitelError(Exception):
+    """Base class. `status` is the HTTP status if MiiTel answered at all."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = cut(body)
+
+    @property
+    def details(self) -> object | None:
+        """The answer's body parsed as JSON (e.g. the list of validation errors), if it is."""
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotSent(MiitelError):
+    """The request never reached MiiTel: repeating it is safe."""
+
+
+class OutcomeUnknown(MiitelError):
+    """The request was sent but no answer arrived: MiiTel may have acted on it."""
+
+
+class RetryableAnswer(MiitelError):
+    """MiiTel is overloaded or failing (429, 408, 5xx): try again later."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class Permanent(MiitelError):
+    """Repeating this request unchanged will fail the same way."""
+
+
+class UploadExpired(Permanent):
+    """The signed upload URL has expired (MiiTel gives 3 hours after the POST)."""
+
+
+class UploadForbidden(Permanent):
+    """The upload URL was refused for a reason other than expiry (bad signature, wrong URL)."""
