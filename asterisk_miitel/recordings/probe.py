@@ -35,6 +35,7 @@ class AudioInfo:
     data_bytes: int | None = None  # size of the WAV data chunk as the header claims
     header_bytes: int | None = None  # offset of the WAV sample data
     problem: str | None = None  # why the file is not usable as it is
+    block_align: int | None = None  # bytes per block (frame for PCM; 65 for GSM 'wav49')
 
     @property
     def duration(self) -> float | None:
@@ -88,22 +89,22 @@ def _is_mpeg_audio_frame(head: bytes) -> bool:
 
 def _parse_wav(head: bytes, total_size: int | None) -> AudioInfo:
     pos = 12
-    fmt: tuple[int, int, int, int] | None = None
+    fmt: tuple[int, int, int, int, int] | None = None
     while pos + 8 <= len(head):
         chunk_id = head[pos : pos + 4]
         (size,) = struct.unpack_from("<I", head, pos + 4)
         body = pos + 8
         if chunk_id == b"fmt " and body + 16 <= len(head):
-            tag, channels, rate, _byte_rate, _align, bits = struct.unpack_from(
+            tag, channels, rate, _byte_rate, align, bits = struct.unpack_from(
                 "<HHIIHH", head, body
             )
             if tag == WAVE_FORMAT_EXTENSIBLE and size >= 40 and body + 26 <= len(head):
                 (tag,) = struct.unpack_from("<H", head, body + 24)
-            fmt = (tag, channels, rate, bits)
+            fmt = (tag, channels, rate, bits, align)
         elif chunk_id == b"data":
             if fmt is None:
                 return AudioInfo("wav", problem="WAV data chunk before its fmt chunk")
-            tag, channels, rate, bits = fmt
+            tag, channels, rate, bits, align = fmt
             data_bytes = size
             problem = None
             if total_size is not None:
@@ -124,12 +125,13 @@ def _parse_wav(head: bytes, total_size: int | None) -> AudioInfo:
                 data_bytes=data_bytes,
                 header_bytes=body,
                 problem=problem,
+                block_align=align,
             )
         pos = body + size + (size & 1)
     if fmt is None:
         return AudioInfo("wav", problem="WAV file without a fmt chunk in its first 4 KiB")
-    tag, channels, rate, bits = fmt
+    tag, channels, rate, bits, align = fmt
     return AudioInfo(
         "wav", channels=channels, sample_rate=rate, bits_per_sample=bits, format_tag=tag,
-        problem="WAV file without a data chunk in its first 4 KiB",
+        problem="WAV file without a data chunk in its first 4 KiB", block_align=align,
     )

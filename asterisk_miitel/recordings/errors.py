@@ -1,0 +1,39 @@
+"""Why a recording cannot be sent, as typed errors.
+
+Every message names the file and says what a person can do about it: these
+texts end up in the service's log and in the `check` command's output.
+"""
+
+from __future__ import annotations
+
+
+class RecordingError(Exception):
+    """A recording cannot be turned into something MiiTel takes."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class RecordingMissing(RecordingError):
+    """The file is not there (never written, deleted, or not visible to us)."""
+
+
+class RecordingUnreadable(RecordingError):
+    """The file exists but this service's user may not read it."""
+
+
+class EmptyRecording(RecordingError):
+    """The file holds no audio (0 bytes, or a header and nothing after it)."""
+
+
+class UnsupportedRecording(RecordingError):
+    """The bytes are not a format we can send or convert."""
+
+
+class IncompatibleLegs(RecordingError):
+    """The r()/t() files cannot be put side by side (rates or channels differ)."""
+
+
+class InsufficientDiskSpace(RecordingError):
+    """Converting would (nearly) fill the disk that holds the work folder."""

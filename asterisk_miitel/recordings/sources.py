@@ -1,0 +1,128 @@
+"""Readers that yield 16-bit little-endian PCM frames from any recording, chunk by chunk.
+
+Each reader knows its rate, channel count and (where the format allows) its
+length in frames, and never holds more than one chunk: a 500 MB recording is
+converted with a few MB of memory.
+
+- headerless slin and PCM WAV data: read as is;
+- G.711 (WAV tags 6/7, `.ulaw`/`.alaw` raw): our table decoder (g711.py);
+- GSM 6.10 (`.gsm`, 'wav49' `.WAV`) and anything else libsndfile reads
+  (Ogg, FLAC, AU, ADPCM WAVs, float WAVs...): soundfile, the maintained
+  binding of libsndfile. Imported lazily: only these rare paths need it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from . import g711
+from .errors import UnsupportedRecording
+
+if TYPE_CHECKING:
+    from .g711 import Law
+
+
+class PcmSource(Protocol):
+    path: str
+    rate: int
+    channels: int
+    frames: int  # total frames this source will yield
+
+    def read(self, frames: int) -> bytes:
+        """Up to `frames` frames of s16le PCM; b"" at the end."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RawPcmSource:
+    """Signed 16-bit little-endian PCM stored in a byte range of a file."""
+
+    def __init__(self, path: str, *, rate: int, channels: int, offset: int, length: int) -> None:
+        self.path = path
+        self.rate = rate
+        self.channels = channels
+        self._frame = 2 * channels
+        self.frames = length // self._frame
+        self.trailing_bytes = length - self.frames * self._frame  # a half-written frame
+        self._remaining = self.frames * self._frame
+        self._fh: BinaryIO = open(path, "rb")  # closed by close()
+        self._fh.seek(offset)
+
+    def read(self, frames: int) -> bytes:
+        n = min(frames * self._frame, self._remaining)
+        if n <= 0:
+            return b""
+        data = self._fh.read(n)
+        data = data[: len(data) // self._frame * self._frame]
+        self._remaining -= len(data) if data else self._remaining
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class G711Source:
+    """G.711 bytes (one byte per sample) in a byte range of a file."""
+
+    def __init__(
+        self, path: str, law: Law, *, rate: int, channels: int, offset: int, length: int
+    ) -> None:
+        self.path = path
+        self.law: Law = law
+        self.rate = rate
+        self.channels = channels
+        self.frames = length // channels
+        self._remaining = self.frames * channels
+        self._fh: BinaryIO = open(path, "rb")  # closed by close()
+        self._fh.seek(offset)
+
+    def read(self, frames: int) -> bytes:
+        n = min(frames * self.channels, self._remaining)
+        if n <= 0:
+            return b""
+        data = self._fh.read(n)
+        data = data[: len(data) // self.channels * self.channels]
+        self._remaining -= len(data) if data else self._remaining
+        return g711.decode(data, self.law)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class SoundFileSource:
+    """Anything libsndfile decodes, read as int16 without building numpy arrays."""
+
+    def __init__(self, path: str, **kwargs: Any) -> None:
+        sf = import_soundfile(path)
+        self.path = path
+        try:
+            self._sf = sf.SoundFile(path, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise UnsupportedRecording(
+                path, f"{path}: libsndfile cannot decode this file ({exc}); "
+                "record in .wav or .raw (signed linear) instead",
+            ) from exc
+        self.rate = int(self._sf.samplerate)
+        self.channels = int(self._sf.channels)
+        self.frames = int(self._sf.frames)
+
+    def read(self, frames: int) -> bytes:
+        # buffer_read returns a cffi buffer of native int16: little-endian on
+        # every platform Asterisk runs on that matters (x86, ARM).
+        return bytes(self._sf.buffer_read(frames, dtype="int16"))
+
+    def close(self) -> None:
+        self._sf.close()
+
+
+def import_soundfile(path: str) -> Any:
+    try:
+        import soundfile
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise UnsupportedRecording(
+            path,
+            f"{path}: converting this format (GSM and other compressed WAVs) needs the "
+            "'soundfile' Python package with libsndfile: pip install soundfile",
+        ) from exc
+    return soundfile
