@@ -138,6 +138,9 @@ class UserConfig(_Section):
     name: str | None = None
     # The number MiiTel shows; default: the extension itself.
     number: str | None = None
+    # Device (endpoint) names of this user's phones when they differ from the
+    # extension, e.g. ["tanaka-desk"] for PJSIP/tanaka-desk.
+    endpoints: list[str] = Field(default_factory=list)
 
 
 class LogConfig(_Section):

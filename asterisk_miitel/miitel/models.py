@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    field_validator,
     model_serializer,
 )
 
@@ -72,13 +71,6 @@ class Participant(BaseModel):
     miitel_user_id: UUID | None
     number: Annotated[str, AfterValidator(_check_number)]
     name: str | None
-
-    @field_validator("miitel_user_id", mode="plain")
-    @classmethod
-    def _uuid(cls, value: object) -> UUID | None:
-        if value is None or isinstance(value, UUID):
-            return value
-        return UUID(str(value))
 
 
 def cut_tag(value: str) -> str:

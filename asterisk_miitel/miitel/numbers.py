@@ -112,6 +112,8 @@ def _strip_dialling_prefixes(number: str, rules: NumberRules) -> str:
 
 
 def _looks_external(number: str) -> bool:
+    if number[:3] in ("184", "186"):
+        number = number[3:]
     return number.startswith("+") or (number.startswith("0") and len(number) >= 10)
 
 

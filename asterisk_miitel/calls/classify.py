@@ -1,0 +1,423 @@
+"""A closed recording -> the call_data MiiTel should show. A pure function.
+
+This is the one place where Asterisk's vocabulary (channels, bridges, Local
+pairs, transfers) becomes MiiTel's (event_type, FROM/TO participants,
+stereo_lr). Everything it needs is in the Recording and the config; it does
+no I/O, so it is tested with transcripts from a real PBX.
+
+Decisions, in order:
+- Who talked: the first party on the recording's left (the recorded
+  channel's side) and the first on its right (whoever was bridged to it).
+  Nobody bridged: the caller reached voicemail (AUTOMATIC_RECORD) or nobody
+  answered (skipped unless `send_unanswered`).
+- Who called: the side that was not dialled by anyone (a phone or a trunk
+  calling in, or the phone Originate rang for click-to-call); else the
+  channel created first.
+- event_type from the kinds (internal/external) of caller and callee, and
+  whether a transfer put this conversation together:
+      int -> int  EXTENSION          (a transfer: EXTENSION_TRANSFER)
+      int -> ext  OUTGOING_CALL      (a transfer: OUTGOING_TRANSFER)
+      ext -> int  INCOMING_CALL      (a transfer to a user: EXTENSION_TRANSFER)
+      ext -> ext  AUTOMATIC_TRANSFER (a user's transfer: OUTGOING_TRANSFER)
+  In a transfer leg FROM is the user who transferred (MiiTel files the call
+  under them); their stereo side is the transferred party's.
+- stereo_lr: left is the audio from the channel MixMonitor ran on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import ValidationError
+
+from ..config import Config
+from ..miitel.models import CallData, EventType, Participant, make_tags
+from ..miitel.rules import PartyRef, missing_user_ids
+from .parties import Party, PartyResolver
+from .state import Channel, Recording, RecordingMode, Segment, Transfer
+
+AudioFileType = Literal["wav", "mp3", "m4a"]
+ChannelType = Literal["STEREO", "MONAURAL"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPlan:
+    """Which file(s) to send and what MiiTel is told about them."""
+
+    file: str
+    mode: RecordingMode
+    receive: str | None
+    transmit: str | None
+    file_type: AudioFileType
+    channel_type: ChannelType
+    expected_duration: float | None  # seconds two parties were bridged
+    voicemail: bool = False  # VM_MESSAGEFILE: a base name, the extension is found later
+    expect_audio: bool = True  # False for a missed call sent without audio
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to do with one closed recording."""
+
+    file: str
+    call_data: CallData | None  # None when skipped or set aside before assembly
+    audio: AudioPlan
+    skip: str | None = None  # not sent, by design (e.g. unanswered, no audio)
+    set_aside: str | None = None  # cannot be sent as it is: a person must act
+    explain: tuple[str, ...] = ()
+    end_reason: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def call_data_id(self) -> str | None:
+        return self.call_data.call_data_id if self.call_data else None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    config: Config
+    pbx_id: str
+    tz: tzinfo | None = None  # None: the machine's zone
+
+
+def call_data_id(pbx_id: str, recording_file: str) -> str:
+    """Stable across restarts and unique across PBXs: the PBX and the file.
+
+    Live tracking and catch-up from CDRs compute the same id for the same
+    recording, so a call is never created twice.
+    """
+    name = PurePosixPath(recording_file).name
+    digest = hashlib.sha256(f"{pbx_id}\0{recording_file}".encode()).hexdigest()[:16]
+    return f"{pbx_id}:{name}:{digest}"
+
+
+def classify(rec: Recording, ctx: Context) -> Outcome:
+    resolver = PartyResolver(ctx.config)
+    explain: list[str] = [f"recording {rec.file} on {rec.channel.name} ({rec.mode})"]
+    left = _first(rec.left)
+    right = _first(rec.right)
+    audio = _audio_plan(rec)
+    answered_at = max(left.first, right.first) if left and right else None
+
+    if left is None or right is None:
+        return _unanswered(rec, ctx, resolver, audio, explain)
+
+    transfer = _transfer_into(rec, left, right, answered_at)
+    a, b = left.party, right.party
+    caller, callee = (a, b) if _called_first(a, b) else (b, a)
+    from_party = resolver.describe(caller)
+    to_party = resolver.describe(callee)
+    explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}"]
+    caller_side = "left" if caller is a else "right"
+    callee_side = "right" if caller_side == "left" else "left"
+
+    event_type = _event_type(from_party, to_party, transfer is not None)
+    if transfer is not None:
+        explain.append(_explain_transfer(transfer))
+        transferer = transfer.transferer
+        if transferer is not None and event_type in (
+            EventType.EXTENSION_TRANSFER, EventType.OUTGOING_TRANSFER
+        ):
+            # MiiTel files a transfer under the user who made it (FROM); the
+            # transferred party's audio is on that side.
+            user = resolver.describe(transferer)
+            if user.kind == "internal":
+                target_is_callee = to_party.kind == "internal" or from_party.kind == "external"
+                if target_is_callee:
+                    from_party = user
+                else:
+                    from_party, to_party = user, from_party
+                    caller_side, callee_side = callee_side, caller_side
+                explain.append(f"FROM is the transferring user: {user.explain()}")
+    explain.append(f"event_type {event_type}")
+
+    starts = min(rec.channel.created, caller.created)
+    if transfer is not None:
+        starts = max(starts, transfer.at)
+    return _assemble(
+        rec,
+        ctx,
+        audio,
+        explain,
+        event_type=event_type,
+        parties=[("FROM", from_party, caller_side), ("TO", to_party, callee_side)],
+        starts=starts,
+        answered=answered_at,
+        circuit=_circuit_number(resolver, from_party, to_party, caller, callee),
+    )
+
+
+# -- the pieces ---------------------------------------------------------------------
+
+
+def _first(segments: list[Segment]) -> Segment | None:
+    return min(segments, key=lambda s: s.first) if segments else None
+
+
+def _called_first(a: Channel, b: Channel) -> bool:
+    """True if `a` placed the call to `b` (rather than the reverse)."""
+    a_orig = a.dialled_by is None
+    b_orig = b.dialled_by is None
+    if a_orig != b_orig:
+        return a_orig
+    if _dialled_by_chain(b, a):
+        return True
+    if _dialled_by_chain(a, b):
+        return False
+    return a.created <= b.created
+
+
+def _dialled_by_chain(ch: Channel, ancestor: Channel) -> bool:
+    """Was `ch` dialled, directly or through Local channels, by `ancestor`?"""
+    cur = ch.dialled_by
+    for _ in range(16):
+        if cur is None:
+            return False
+        if cur is ancestor:
+            return True
+        cur = cur.local_peer.dialled_by if cur.is_local and cur.local_peer else cur.dialled_by
+    return False
+
+
+def _event_type(from_party: Party, to_party: Party, transferred: bool) -> EventType:
+    internal_from = from_party.kind == "internal"
+    internal_to = to_party.kind == "internal"
+    if internal_to:
+        if transferred:
+            return EventType.EXTENSION_TRANSFER
+        return EventType.EXTENSION if internal_from else EventType.INCOMING_CALL
+    if transferred:
+        return EventType.OUTGOING_TRANSFER
+    return EventType.OUTGOING_CALL if internal_from else EventType.AUTOMATIC_TRANSFER
+
+
+def _transfer_into(
+    rec: Recording, left: Segment, right: Segment, answered_at: float | None
+) -> Transfer | None:
+    """A transfer that put this recording's conversation together, if any.
+
+    A transfer that happened before the two parties were bridged made this
+    leg; one that happened later only moved a party on (the recording goes on,
+    but its call is still the one it started as).
+    """
+    if answered_at is None:
+        return None
+    for ch in (rec.channel, left.party, right.party):
+        t = ch.transfer
+        if t is not None and t.at <= answered_at + 0.001:
+            if t.transferer is not None and (
+                t.transferer is left.party or t.transferer is right.party
+            ):
+                continue  # the transferer is talking here: this is their own call
+            return t
+    return None
+
+
+def _explain_transfer(t: Transfer) -> str:
+    by = t.transferer.name if t.transferer is not None else "unknown channel"
+    to = f" to {t.target_exten}" if t.target_exten else ""
+    return f"{t.kind} transfer by {by}{to}: a transfer leg"
+
+
+def _unanswered(
+    rec: Recording,
+    ctx: Context,
+    resolver: PartyResolver,
+    audio: AudioPlan,
+    explain: list[str],
+) -> Outcome:
+    caller = rec.channel
+    if caller.is_local and caller.local_peer is not None:
+        caller = _real_behind(caller.local_peer) or caller
+    from_party = resolver.describe(caller)
+    box = _voicemail_box(rec)
+    if box is not None or rec.voicemail_only:
+        owner = box.partition("@")[0] if box else None
+        to_party = (
+            resolver.internal_from_extension(owner, f"VoiceMail({box})")
+            if owner
+            else resolver.describe(caller)
+        )
+        explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}",
+                    "nobody answered; the caller reached voicemail: AUTOMATIC_RECORD"]
+        return _assemble(
+            rec, ctx, audio, explain,
+            event_type=EventType.AUTOMATIC_RECORD,
+            parties=[("FROM", from_party, "left"), ("TO", to_party, "right")],
+            starts=rec.channel.created,
+            answered=None,
+            circuit=_circuit_number(resolver, from_party, to_party, caller, None),
+        )
+    target = _dial_target(caller)
+    if target is None:
+        reason = "nobody answered and nothing was dialled (no audio to send)"
+        explain.append(reason)
+        return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
+                       end_reason=rec.end_reason)
+    to_party = resolver.describe(target)
+    event_type = _event_type(from_party, to_party, False)
+    explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}",
+                f"nobody answered: a missed {event_type}"]
+    if not ctx.config.pbx.send_unanswered:
+        reason = "unanswered call without audio (set pbx.send_unanswered to send missed calls)"
+        return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
+                       end_reason=rec.end_reason)
+    missed_audio = AudioPlan(
+        audio.file, audio.mode, audio.receive, audio.transmit, audio.file_type,
+        audio.channel_type, None, audio.voicemail, expect_audio=False,
+    )
+    return _assemble(
+        rec, ctx, missed_audio, explain,
+        event_type=event_type,
+        parties=[("FROM", from_party, "left"), ("TO", to_party, "right")],
+        starts=rec.channel.created,
+        answered=None,
+        circuit=_circuit_number(resolver, from_party, to_party, caller, target),
+    )
+
+
+def _real_behind(ch: Channel) -> Channel | None:
+    """The real channel that dialled into a Local half (queue/ring group callers)."""
+    cur: Channel | None = ch.dialled_by
+    for _ in range(16):
+        if cur is None or not cur.is_local:
+            return cur
+        cur = cur.local_peer.dialled_by if cur.local_peer else None
+    return None
+
+
+def _dial_target(caller: Channel) -> Channel | None:
+    """The first real channel the caller (or its Local chain) rang."""
+    todo = list(caller.dial_targets or ())
+    for _ in range(64):
+        if not todo:
+            return None
+        ch = todo.pop(0)
+        if not ch.is_local:
+            return ch
+        if ch.local_peer is not None:
+            todo.extend(ch.local_peer.dial_targets or ())
+    return None
+
+
+def _voicemail_box(rec: Recording) -> str | None:
+    for ch in rec.seen:
+        if ch.voicemail_box:
+            return ch.voicemail_box
+    return None
+
+
+def _audio_plan(rec: Recording) -> AudioPlan:
+    bridged = sum(seg.talk for seg in rec.right) if rec.right else None
+    name = rec.file.lower()
+    if rec.voicemail_only:
+        return AudioPlan(rec.file, "mono", None, None, "wav", "MONAURAL", None, voicemail=True)
+    if rec.mode in ("interleaved", "legs"):
+        return AudioPlan(rec.file, rec.mode, rec.receive, rec.transmit, "wav", "STEREO", bridged)
+    file_type: AudioFileType = "wav"
+    if name.endswith(".mp3"):
+        file_type = "mp3"
+    elif name.endswith((".m4a", ".mp4")):
+        file_type = "m4a"
+    return AudioPlan(rec.file, rec.mode, None, None, file_type, "MONAURAL", bridged)
+
+
+def _circuit_number(
+    resolver: PartyResolver,
+    from_party: Party,
+    to_party: Party,
+    caller: Channel,
+    callee: Channel | None,
+) -> str | None:
+    """Inbound: the DID that was called. Outbound: the caller ID shown on the trunk."""
+    if from_party.kind == "external":
+        return resolver.number_or_none(caller.did or caller.exten)
+    if to_party.kind == "external" and callee is not None:
+        return resolver.number_or_none(callee.connected_num)
+    return None
+
+
+def _collect(rec: Recording) -> tuple[list[str], str | None, str | None]:
+    tags: list[str] = []
+    queue = None
+    group = None
+    for ch in rec.seen:
+        tags.extend(ch.tags or ())
+        queue = queue or ch.queue_label or ch.queue
+        group = group or ch.group
+    return tags, queue, group
+
+
+def _when(ts: float, tz: tzinfo | None) -> datetime:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.astimezone(tz) if tz is not None else moment.astimezone()
+
+
+def _assemble(
+    rec: Recording,
+    ctx: Context,
+    audio: AudioPlan,
+    explain: list[str],
+    *,
+    event_type: EventType,
+    parties: Iterable[tuple[Literal["FROM", "TO"], Party, Literal["left", "right"]]],
+    starts: float,
+    answered: float | None,
+    circuit: str | None,
+) -> Outcome:
+    parties = list(parties)
+    tags, queue, group = _collect(rec)
+    problems = [p.number_problem for _, p, _ in parties if p.number_problem]
+    refs = [
+        PartyRef(side, p.miitel_user_id is not None, p.extension, f"{p.number} ({p.channel})")
+        for side, p, _ in parties
+    ]
+    problems += missing_user_ids(
+        event_type, refs, answered=answered is not None, grouped=group is not None
+    )
+    if audio.channel_type == "MONAURAL":
+        # No sides in a mono file: FROM left, TO right, as MiiTel's samples do.
+        parties = [(side, p, "left" if side == "FROM" else "right") for side, p, _ in parties]
+    ends = rec.ended if rec.ended is not None else starts
+    try:
+        call_data = CallData(
+            call_data_id=call_data_id(ctx.pbx_id, rec.file),
+            audio_file_type=audio.file_type,
+            event_type=event_type,
+            groupname=group,
+            queue_name=queue,
+            call_starts_at=_when(min(starts, ends), ctx.tz),
+            call_answered_at=_when(answered, ctx.tz) if answered is not None else None,
+            call_ends_at=_when(ends, ctx.tz),
+            circuit_number=circuit,
+            audio_channel_type=audio.channel_type,
+            participants=[
+                Participant(
+                    type=side,
+                    stereo_lr=lr,
+                    miitel_user_id=p.miitel_user_id,
+                    number=p.number,
+                    name=p.name,
+                )
+                for side, p, lr in parties
+            ],
+            tags=make_tags(tags),
+        )
+    except ValidationError as exc:  # a bug or an impossible value: say which
+        problems.append(f"call_data does not fit MiiTel's schema: {exc.errors()[0]['msg']}")
+        call_data = None
+    explain += [f"set aside: {p}" for p in problems]
+    return Outcome(
+        rec.file,
+        call_data,
+        audio,
+        set_aside="; ".join(problems) if problems else None,
+        explain=tuple(explain),
+        end_reason=rec.end_reason,
+        notes=tuple(rec.notes),
+    )
