@@ -1,0 +1,48 @@
+"""Recordings: wait until Asterisk has finished a file, then make it uploadable.
+
+- spec.py: RecordingSpec (what the tracker knows), PreparedAudio (what to upload)
+- convert.py: prepare() / prepare_async()
+- watcher.py: RecordingWatcher (inotify, polling fallback), check_access()
+- disk.py: free-space checks
+- probe.py: what a file really is, from its first bytes
+"""
+
+from .convert import guess_interleaved_rate, prepare, prepare_async
+from .disk import disk_space_problem, free_bytes
+from .errors import (
+    EmptyRecording,
+    IncompatibleLegs,
+    InsufficientDiskSpace,
+    RecordingError,
+    RecordingMissing,
+    RecordingUnreadable,
+    UnsupportedRecording,
+)
+from .probe import AudioInfo, probe
+from .spec import PreparedAudio, RecordingSpec, mixmonitor_output_path
+from .watcher import FileWait, RecordingWatcher, WaitResult, check_access, wait_closed
+
+__all__ = [
+    "AudioInfo",
+    "EmptyRecording",
+    "FileWait",
+    "IncompatibleLegs",
+    "InsufficientDiskSpace",
+    "PreparedAudio",
+    "RecordingError",
+    "RecordingMissing",
+    "RecordingSpec",
+    "RecordingUnreadable",
+    "RecordingWatcher",
+    "UnsupportedRecording",
+    "WaitResult",
+    "check_access",
+    "disk_space_problem",
+    "free_bytes",
+    "guess_interleaved_rate",
+    "mixmonitor_output_path",
+    "prepare",
+    "prepare_async",
+    "probe",
+    "wait_closed",
+]
