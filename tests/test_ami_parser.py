@@ -1,0 +1,111 @@
+"""The AMI byte stream -> messages, whatever the TCP reads look like."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asterisk_miitel.ami.parser import AmiParser
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+NEWCHANNEL = (
+    "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/trunk-00000004\r\n"
+    "ChannelState: 4\r\nChannelStateDesc: Ring\r\nCallerIDNum: 0312345678\r\n"
+    "CallerIDName: 山田太郎\r\nConnectedLineNum: <unknown>\r\nAccountCode: \r\n"
+    "Context: from-trunk\r\nExten: 0312345678\r\nUniqueid: 1795468345.4\r\n"
+    "Linkedid: 1795468345.4\r\n\r\n"
+).encode()
+LOGIN_OK = b"Response: Success\r\nActionID: 1\r\nMessage: Authentication accepted\r\n\r\n"
+STREAM = BANNER + LOGIN_OK + NEWCHANNEL + NEWCHANNEL.replace("山田太郎".encode(), "ｻﾄｳ🎧".encode())
+
+
+def parse_all(chunks: list[bytes]) -> tuple[AmiParser, list[dict[str, str]]]:
+    parser = AmiParser()
+    out: list[dict[str, str]] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return parser, out
+
+
+def test_whole_stream() -> None:
+    parser, msgs = parse_all([STREAM])
+    assert parser.version == "11.0.0"
+    assert [m.get("Event", m.get("Response")) for m in msgs] == ["Success", "Newchannel", "Newchannel"]
+    assert msgs[1]["CallerIDName"] == "山田太郎"
+    assert msgs[2]["CallerIDName"] == "ｻﾄｳ🎧"
+    assert msgs[1]["AccountCode"] == ""  # `Key: ` with an empty value
+
+
+def test_utf8_name_survives_a_cut_at_every_byte() -> None:
+    _, reference = parse_all([STREAM])
+    for cut in range(1, len(STREAM)):
+        parser, msgs = parse_all([STREAM[:cut], STREAM[cut:]])
+        assert msgs == reference, f"cut at byte {cut}"
+        assert parser.version == "11.0.0"
+        assert parser.stats.bad_utf8 == 0
+
+
+def test_one_byte_at_a_time() -> None:
+    _, reference = parse_all([STREAM])
+    _, msgs = parse_all([bytes([b]) for b in STREAM])
+    assert msgs == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=12))
+def test_any_split(cuts: list[int]) -> None:
+    _, reference = parse_all([STREAM])
+    points = [0, *sorted(set(cuts)), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in zip(points, points[1:], strict=False)]
+    assert parse_all(chunks)[1] == reference
+
+
+def test_lf_only_transcripts() -> None:
+    _, msgs = parse_all([STREAM.replace(b"\r\n", b"\n")])
+    assert msgs[1]["CallerIDName"] == "山田太郎" and len(msgs) == 3
+
+
+def test_garbage_is_counted_and_skipped() -> None:
+    junk = b"\x00\xff\xfegarbage without colon\r\nmore junk\r\n\r\n"
+    parser, msgs = parse_all([BANNER, junk, NEWCHANNEL, b"Event: Hangup\r\nCause: \xff\xfe\r\n\r\n"])
+    assert [m["Event"] for m in msgs] == ["Newchannel", "Hangup"]
+    assert parser.stats.malformed == 1 and parser.stats.bad_lines >= 2
+    assert parser.stats.bad_utf8 == 2  # replaced, not dropped: the Hangup still counts
+    assert parser.stats.problems
+
+
+def test_huge_header_line_is_dropped_once_and_the_stream_recovers() -> None:
+    huge = b"Event: VarSet\r\nValue: " + b"x" * (1024 * 1024) + b"\r\n\r\n"
+    chunks = [BANNER] + [huge[i : i + 4096] for i in range(0, len(huge), 4096)] + [NEWCHANNEL]
+    parser, msgs = parse_all(chunks)
+    assert [m["Event"] for m in msgs] == ["Newchannel"]
+    assert parser.stats.oversized == 1
+    assert len(parser._buf) < 70_000  # never buffers the whole megabyte
+
+
+def test_huge_message_in_one_read_is_dropped_too() -> None:
+    huge = b"Event: VarSet\r\nValue: " + b"x" * (1024 * 1024) + b"\r\n\r\n"
+    parser, msgs = parse_all([BANNER, huge + NEWCHANNEL])
+    assert [m["Event"] for m in msgs] == ["Newchannel"] and parser.stats.oversized == 1
+
+
+def test_stream_without_banner() -> None:
+    parser, msgs = parse_all([NEWCHANNEL])
+    assert parser.version is None and msgs[0]["Event"] == "Newchannel"
+
+
+def test_repeated_chanvariable_headers_are_kept_by_name() -> None:
+    event = (
+        b"Event: Newchannel\r\nUniqueid: 1.1\r\nChanVariable: FROM_DID=0312345678\r\n"
+        b"ChanVariable: AMPUSER=1001\r\n\r\n"
+    )
+    _, msgs = parse_all([event])
+    assert msgs[0]["ChanVariable:FROM_DID"] == "0312345678"
+    assert msgs[0]["ChanVariable:AMPUSER"] == "1001"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_never_crashes_on_random_bytes(data: bytes) -> None:
+    parser = AmiParser()
+    for i in range(0, len(data), 37):
+        for msg in parser.feed(data[i : i + 37]):
+            assert "Event" in msg or "Response" in msg
