@@ -1,5 +1,7 @@
 """The AMI byte stream -> messages, whatever the TCP reads look like."""
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +30,8 @@ def parse_all(chunks: list[bytes]) -> tuple[AmiParser, list[dict[str, str]]]:
 def test_whole_stream() -> None:
     parser, msgs = parse_all([STREAM])
     assert parser.version == "11.0.0"
-    assert [m.get("Event", m.get("Response")) for m in msgs] == ["Success", "Newchannel", "Newchannel"]
+    kinds = [m.get("Event", m.get("Response")) for m in msgs]
+    assert kinds == ["Success", "Newchannel", "Newchannel"]
     assert msgs[1]["CallerIDName"] == "山田太郎"
     assert msgs[2]["CallerIDName"] == "ｻﾄｳ🎧"
     assert msgs[1]["AccountCode"] == ""  # `Key: ` with an empty value
@@ -54,7 +57,7 @@ def test_one_byte_at_a_time() -> None:
 def test_any_split(cuts: list[int]) -> None:
     _, reference = parse_all([STREAM])
     points = [0, *sorted(set(cuts)), len(STREAM)]
-    chunks = [STREAM[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [STREAM[a:b] for a, b in itertools.pairwise(points)]
     assert parse_all(chunks)[1] == reference
 
 
@@ -65,7 +68,8 @@ def test_lf_only_transcripts() -> None:
 
 def test_garbage_is_counted_and_skipped() -> None:
     junk = b"\x00\xff\xfegarbage without colon\r\nmore junk\r\n\r\n"
-    parser, msgs = parse_all([BANNER, junk, NEWCHANNEL, b"Event: Hangup\r\nCause: \xff\xfe\r\n\r\n"])
+    bad_hangup = b"Event: Hangup\r\nCause: \xff\xfe\r\n\r\n"
+    parser, msgs = parse_all([BANNER, junk, NEWCHANNEL, bad_hangup])
     assert [m["Event"] for m in msgs] == ["Newchannel", "Hangup"]
     assert parser.stats.malformed == 1 and parser.stats.bad_lines >= 2
     assert parser.stats.bad_utf8 == 2  # replaced, not dropped: the Hangup still counts

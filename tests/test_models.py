@@ -51,7 +51,8 @@ def test_payload_shape() -> None:
     assert payload["call_starts_at"] == "2026-11-23T21:12:23+09:00"  # colon in the offset
     assert payload["groupname"] is None and payload["group_name"] is None
     assert payload["participants"][1]["miitel_user_id"] == "9b1d82f5-9845-4158-9c7b-75e7c235d8e7"
-    assert set(payload["participants"][0]) == {"type", "stereo_lr", "miitel_user_id", "number", "name"}
+    keys = {"type", "stereo_lr", "miitel_user_id", "number", "name"}
+    assert set(payload["participants"][0]) == keys
     assert payload["tags"] == [{"value": "VIP"}, {"value": "キャンペーン"}]
     json.dumps(payload)
 

@@ -42,8 +42,9 @@ def test_domestic(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [None, "", "  ", "<unknown>", "anonymous", "Anonymous", "Restricted", "P", "O",
-            "非通知", "sip:anonymous@anonymous.invalid", '"Anonymous" <sip:anonymous@anonymous.invalid>']
+    "raw",
+    [None, "", "  ", "<unknown>", "anonymous", "Anonymous", "Restricted", "P", "O", "非通知",
+     "sip:anonymous@anonymous.invalid", '"Anonymous" <sip:anonymous@anonymous.invalid>'],
 )
 def test_withheld_is_anonymous(raw: str | None) -> None:
     assert normalize_number(raw, JP) == ANONYMOUS
