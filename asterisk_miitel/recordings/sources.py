@@ -106,11 +106,17 @@ class SoundFileSource:
         self.rate = int(self._sf.samplerate)
         self.channels = int(self._sf.channels)
         self.frames = int(self._sf.frames)
+        self._buf = bytearray()
 
     def read(self, frames: int) -> bytes:
-        # buffer_read returns a cffi buffer of native int16: little-endian on
-        # every platform Asterisk runs on that matters (x86, ARM).
-        return bytes(self._sf.buffer_read(frames, dtype="int16"))
+        # Native int16, i.e. little-endian on every platform that matters (x86,
+        # ARM). buffer_read_into, not buffer_read: libsndfile's frame count for
+        # GSM is an estimate and buffer_read asserts it is exact.
+        size = frames * self.channels * 2
+        if len(self._buf) != size:
+            self._buf = bytearray(size)
+        got = self._sf.buffer_read_into(self._buf, dtype="int16")
+        return bytes(memoryview(self._buf)[: got * self.channels * 2])
 
     def close(self) -> None:
         self._sf.close()
