@@ -25,12 +25,12 @@ from asterisk_miitel.recordings import (
     RecordingMissing,
     RecordingSpec,
     UnsupportedRecording,
+    g711,
     guess_interleaved_rate,
     prepare,
     prepare_async,
     probe,
 )
-from asterisk_miitel.recordings import g711
 from asterisk_miitel.recordings.probe import (
     WAVE_FORMAT_ALAW,
     WAVE_FORMAT_MULAW,
@@ -72,8 +72,8 @@ def write_wav(path: Path, samples: bytes, rate: int = RATE, channels: int = 1) -
 def wav_header(tag: int, channels: int, rate: int, bits: int, data_bytes: int) -> bytes:
     align = channels * bits // 8
     return struct.pack(
-        "<4sI4s4sIHHIIHH4sI", b"RIFF", min(36 + data_bytes, 0xFFFFFFFF), b"WAVE", b"fmt ", 16, tag, channels,
-        rate, rate * align, align, bits, b"data", data_bytes,
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", min(36 + data_bytes, 0xFFFFFFFF), b"WAVE",
+        b"fmt ", 16, tag, channels, rate, rate * align, align, bits, b"data", data_bytes,
     )
 
 
@@ -377,11 +377,11 @@ def test_lying_wav_header_is_fixed_from_the_real_size(
 def test_empty_files_raise_empty_recording(tmp_path: Path, work: Path) -> None:
     zero = tmp_path / "zero.wav"
     zero.write_bytes(b"")
-    with pytest.raises(EmptyRecording, match="zero.wav is empty"):
+    with pytest.raises(EmptyRecording, match=r"zero\.wav is empty"):
         prepare(RecordingSpec(str(zero), "mono"), work)
     header_only = tmp_path / "header.wav"
     header_only.write_bytes(wav_header(1, 1, 8000, 16, 0))
-    with pytest.raises(EmptyRecording, match="header.wav") as err:
+    with pytest.raises(EmptyRecording, match=r"header\.wav") as err:
         prepare(RecordingSpec(str(header_only), "mono"), work)
     assert "Nothing to send" in str(err.value)
     one_byte = tmp_path / "tiny.raw"
