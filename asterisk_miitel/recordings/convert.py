@@ -51,7 +51,6 @@ from .probe import (
     HEAD_BYTES,
     WAVE_FORMAT_ALAW,
     WAVE_FORMAT_EXTENSIBLE,
-    WAVE_FORMAT_GSM610,
     WAVE_FORMAT_MULAW,
     WAVE_FORMAT_PCM,
     AudioInfo,
@@ -253,9 +252,7 @@ class _Job:
             target = self._temp_path(path, ".wav")
             copy_with_fixed_header(path, info, target)
         source = SoundFileSource(target)
-        source.path = path
-        if info.format_tag == WAVE_FORMAT_GSM610:
-            self._check_rate(path, source.rate)
+        source.path = path  # messages name the recording, not our temporary copy
         return source
 
     def _open_headerless(self, path: str, size: int) -> PcmSource:

@@ -124,7 +124,7 @@ class SoundFileSource:
 
 def import_soundfile(path: str) -> Any:
     try:
-        import soundfile
+        import soundfile  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise UnsupportedRecording(
             path,

@@ -295,9 +295,9 @@ class RecordingWatcher:
         mask = event.mask
         if Mask.Q_OVERFLOW in mask:
             # Events were lost: trust nothing we inferred, poll everything.
-            for state in self._states.values():
-                state.writer_seen = False
-                state.wake()
+            for each in self._states.values():
+                each.writer_seen = False
+                each.wake()
             return
         watch = event.watch
         directory = self._wd_dirs.get(watch.wd) if watch is not None else None
@@ -313,10 +313,10 @@ class RecordingWatcher:
                     self._inotify.rm_watch(watch)
                 except OSError:
                     pass
-            for state in self._states.values():
-                if state.directory == directory:
-                    state.writer_seen = False
-                    state.wake()
+            for each in self._states.values():
+                if each.directory == directory:
+                    each.writer_seen = False
+                    each.wake()
             return
         if event.name is None:
             return

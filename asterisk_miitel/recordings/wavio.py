@@ -11,6 +11,7 @@ finished.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import struct
 from types import TracebackType
@@ -121,7 +122,7 @@ def copy_with_fixed_header(src: str, info: AudioInfo, dest: str) -> int:
     return data_bytes
 
 
-def copy_range(fin: BinaryIO, fout: BinaryIO, length: int, dest: str) -> None:
+def copy_range(fin: io.BufferedReader, fout: BinaryIO, length: int, dest: str) -> None:
     """Copy `length` bytes from the current position of `fin`, 1 MiB at a time."""
     remaining = length
     buf = bytearray(COPY_CHUNK)
