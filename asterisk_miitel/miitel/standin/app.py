@@ -54,7 +54,10 @@ DEFAULT_UPLOAD_TTL = 3 * 3600.0  # MiiTel: 3 hours from the POST
 CHUNK_SIZE = 256 * 1024
 MAX_POST_BYTES = 10 * 1024 * 1024
 RESERVED_PATHS = ("/calls", "/_control", "/upload/")
-_DROPPED = "standin_dropped"
+
+
+class _Dropped(web.Response):
+    """Returned after the connection was closed on purpose; never reaches the client."""
 
 
 @dataclass(slots=True)
@@ -139,7 +142,7 @@ async def _log_requests(
     outcome: object = "error"
     try:
         response = await handler(request)
-        outcome = "dropped" if request.get(_DROPPED) else response.status
+        outcome = "dropped" if isinstance(response, _Dropped) else response.status
         return response
     except web.HTTPException as exc:
         outcome = exc.status
@@ -249,8 +252,7 @@ async def _receive_upload(request: web.Request, fault: Fault | None) -> web.Stre
     except (OSError, asyncio.IncompleteReadError) as exc:
         # The client went away mid-body: nothing is stored, as with S3.
         log.info("upload cut short: %s", type(exc).__name__)
-        request[_DROPPED] = True
-        return web.Response(status=400)
+        return _Dropped(status=400)
     finally:
         temp.unlink(missing_ok=True)
     log.info("stored %d bytes: %s%s", size, record["status"],
@@ -265,7 +267,8 @@ def _refuse_upload(request: web.Request, grant: Grant | None,
         # Signed storage URLs need the length up front.
         return _s3_error(411, "MissingContentLength",
                          "You must provide the Content-Length HTTP header.")
-    if grant is None or request.query_string != grant.query:
+    # The raw query: a client that re-encodes the presigned URL must fail here, as on S3.
+    if grant is None or request.rel_url.raw_query_string != grant.query:
         return _s3_error(
             403, "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
@@ -332,11 +335,10 @@ def _fault_answer(fault: Fault) -> web.Response:
 
 
 def _drop(request: web.Request) -> web.Response:
-    """Close the connection without an answer; the returned response is never sent."""
-    request[_DROPPED] = True
+    """Close the connection without an answer."""
     if request.transport is not None:
         request.transport.close()
-    return web.Response(status=499)
+    return _Dropped(status=499)
 
 
 # -- inspection and control ------------------------------------------------------------
