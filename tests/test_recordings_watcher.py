@@ -219,6 +219,23 @@ async def test_moved_into_place_counts_as_closed(
     assert result.files[0].how == "closed" and result.waited < 0.05
 
 
+async def test_deleted_after_writing_says_so(tmp_path: Path, watcher: RecordingWatcher) -> None:
+    path = tmp_path / "post.wav"
+    path.write_bytes(FRAME)
+    watcher.expect(str(path))
+
+    async def post_process() -> None:
+        await asyncio.sleep(0.02)
+        path.unlink()  # e.g. a post-processing command converting to mp3
+
+    task = asyncio.create_task(post_process())
+    t0 = time.perf_counter()
+    with pytest.raises(RecordingMissing, match="deleted or moved away"):
+        await watcher.closed(str(path), timeout=5)
+    await task
+    assert time.perf_counter() - t0 < 0.5
+
+
 async def test_polling_fallback_without_inotify(tmp_path: Path) -> None:
     path = tmp_path / "nfs.raw"
     async with RecordingWatcher(use_inotify=False, poll_interval=0.02, stable_polls=2) as w:

@@ -397,6 +397,13 @@ class RecordingWatcher:
             if state.closed:
                 return self._settled(state, "closed", start)
             signature = _signature(state.path)  # raises RecordingUnreadable
+            if state.gone and signature is None and channel_gone:
+                raise RecordingMissing(
+                    state.path,
+                    f"recording {state.path} was deleted or moved away after Asterisk wrote "
+                    "it: check for a MixMonitor post-processing command, its d option, or a "
+                    "cleanup script that removes recordings too early",
+                )
             watched = self._watch_dir(state.directory)
             # Polling decides unless inotify will report this file's close.
             trust_events = watched and state.writer_seen and not state.gone
