@@ -1,0 +1,578 @@
+"""The lab: a real Asterisk 22 in a cached Debian sid chroot, on ports 15038/15060.
+
+    with Lab() as lab:
+        print(lab.asterisk_version)
+        callee = lab.sipp_start("uas_answer", ip=PHONES["1002"].ip)
+        lab.sipp("uac_talk", ip=PHONES["1001"].ip, service="1002").check()
+        callee.wait().check()
+
+Asterisk runs in its own mount namespace (``unshare --mount``): /proc, /dev
+and the run directory are bind-mounted into the chroot there, so every mount
+disappears with the Asterisk process, whatever happens to the Python side.
+The run directory (/tmp/asterisk-miitel-lab-XXXX) is mounted at the same
+absolute path inside the chroot, so the file paths Asterisk reports over AMI
+(MIXMONITOR_FILENAME, VM_MESSAGEFILE) are valid on the host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import rootfs
+from .ami import AmiClient, AmiError, AmiMessage
+from .rootfs import LabError, log
+from .sipp import SippProcess, SippResult, build_command, prepare_workdir, scenario_path, write_inf
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CONF_DIR = HERE / "conf"
+DIALPLAN_DIR = REPO / "dialplan"
+
+AMI_HOST = "127.0.0.1"
+AMI_PORT = 15038
+SIP_HOST = "127.0.0.1"
+SIP_PORT = 15060
+FLAVOURS = ("plain", "freepbx")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A SIP device played by sipp."""
+
+    extension: str
+    ip: str
+    endpoint: str
+    name: str
+
+
+PHONES: dict[str, Device] = {
+    "1001": Device("1001", "127.0.0.11", "desk-suzuki", "Suzuki Ichiro"),
+    "1002": Device("1002", "127.0.0.12", "1002", "Ishikawa Jiro"),
+    "1003": Device("1003", "127.0.0.13", "1003", "Ueda Saburo"),
+}
+TRUNK = Device("trunk", "127.0.0.20", "trunk", "carrier")
+UAS_PORT = 5060  # Asterisk sends calls to every device on port 5060
+
+
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Ask the kernel to SIGTERM the child if the process that started it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def state_file(cache: Path | None = None) -> Path:
+    return (cache or rootfs.cache_dir()) / f"lab-{AMI_PORT}.json"
+
+
+def _port_busy(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:  # as Asterisk does: TIME_WAIT is no conflict
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class Lab:
+    """One running lab Asterisk. Use as a context manager, or start()/stop()."""
+
+    ami_host = AMI_HOST
+    ami_port = AMI_PORT
+    sip_host = SIP_HOST
+    sip_port = SIP_PORT
+    admin_username = "admin"
+    miitel_username = "miitel"
+
+    def __init__(self, flavour: str = "plain", *, detach: bool = False,
+                 keep_run_dir: bool | None = None) -> None:
+        if flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}")
+        self.flavour = flavour
+        self.detach = detach
+        self.keep_run_dir = (os.environ.get("ASTERISK_MIITEL_LAB_KEEP") == "1"
+                             if keep_run_dir is None else keep_run_dir)
+        self.root: Path | None = None
+        self.run_dir: Path | None = None
+        self.admin_secret = secrets.token_hex(12)
+        self.miitel_secret = secrets.token_hex(12)
+        self.asterisk_version = ""
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._admin: AmiClient | None = None
+        self._sipps: list[SippProcess] = []
+        self._sipp_seq = 0
+        self._lock = threading.Lock()
+        self._stopped = True
+
+    # -- paths -----------------------------------------------------------------
+    def _run(self) -> Path:
+        if self.run_dir is None:
+            raise LabError("the lab is not started")
+        return self.run_dir
+
+    @property
+    def etc_dir(self) -> Path:
+        return self._run() / "etc"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._run() / "spool"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Asterisk's monitor directory: where MixMonitor writes (same path in and out)."""
+        return self.spool_dir / "monitor"
+
+    @property
+    def voicemail_dir(self) -> Path:
+        return self.spool_dir / "voicemail"
+
+    @property
+    def log_dir(self) -> Path:
+        return self._run() / "log"
+
+    @property
+    def dialplan_mount(self) -> Path:
+        """Where the repo's dialplan/ is mounted read-only (the files users install)."""
+        return self._run() / "dialplan"
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Lab:
+        reason = rootfs.unavailable_reason()
+        if reason:
+            raise LabError(reason)
+        t0 = time.monotonic()
+        rootfs.ensure_host_tools()
+        self.root = rootfs.ensure_root()
+        self._reap_orphan()
+        for port, kind, what in ((AMI_PORT, socket.SOCK_STREAM, "AMI"),
+                                 (SIP_PORT, socket.SOCK_DGRAM, "SIP")):
+            if _port_busy("127.0.0.1", port, kind):
+                raise LabError(f"port {port} ({what}) is in use: another lab running? "
+                               f"try: python -m tests.lab stop")
+        self.run_dir = Path(tempfile.mkdtemp(prefix="asterisk-miitel-lab-"))
+        self.run_dir.chmod(0o755)
+        for sub in ("etc", "spool/monitor", "spool/voicemail", "log", "run", "lib", "cache",
+                    "dialplan", "sipp"):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._stopped = False
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            self._write_config()
+            self._launch()
+            self._wait_ready()
+            self.use_flavour(self.flavour, force=True)
+        except BaseException:
+            self.stop()
+            raise
+        self._save_state()
+        log(f"Asterisk up in {time.monotonic() - t0:.1f} s: {self.asterisk_version} "
+            f"(AMI {AMI_HOST}:{AMI_PORT}, SIP {SIP_HOST}:{SIP_PORT}, run dir {self.run_dir})")
+        return self
+
+    def _modules_dir(self) -> str:
+        assert self.root is not None
+        found = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
+        if not found:
+            raise LabError(f"no Asterisk modules directory in {self.root}")
+        return "/" + str(found[0].relative_to(self.root))
+
+    def _tokens(self) -> dict[str, str]:
+        run = self._run()
+        return {"@RUN@": str(run), "@ETC@": str(run / "etc"), "@MODDIR@": self._modules_dir(),
+                "@DIALPLAN@": str(self.dialplan_mount), "@AMI_PORT@": str(AMI_PORT),
+                "@SIP_PORT@": str(SIP_PORT), "@ADMIN_SECRET@": self.admin_secret,
+                "@MIITEL_SECRET@": self.miitel_secret, "@LAB_CONF@": str(run / "etc")}
+
+    def _render(self, src: Path, dst: Path) -> None:
+        text = src.read_text(encoding="utf-8")
+        for token, value in self._tokens().items():
+            text = text.replace(token, value)
+        dst.write_text(text, encoding="utf-8")
+
+    def _write_config(self) -> None:
+        etc = self.etc_dir
+        for src in CONF_DIR.glob("*.conf"):
+            # extensions.conf is a one-line #include of the current flavour's file
+            name = "extensions-plain.conf" if src.name == "extensions.conf" else src.name
+            self._render(src, etc / name)
+        (etc / "freepbx-style").mkdir(exist_ok=True)
+        for src in (CONF_DIR / "freepbx-style").iterdir():
+            if src.is_file():
+                self._render(src, etc / "freepbx-style" / src.name)
+        self._write_extensions(self.flavour)
+
+    def _write_extensions(self, flavour: str) -> None:
+        target = (self.etc_dir / "freepbx-style" / "extensions.conf" if flavour == "freepbx"
+                  else self.etc_dir / "extensions-plain.conf")
+        (self.etc_dir / "extensions.conf").write_text(
+            f"; the lab's {flavour} dialplan (switch with Lab.use_flavour)\n"
+            f'#include "{target}"\n')
+
+    def _launch(self) -> None:
+        assert self.root is not None
+        root, run = self.root, self._run()
+        inside = f"{root}{run}"
+        script = "\n".join([
+            "set -e",
+            f"mount --bind /proc {shlex.quote(str(root / 'proc'))}",
+            f"mount --bind /dev {shlex.quote(str(root / 'dev'))}",
+            # a private /tmp: Asterisk's temp files and our mount point vanish with it
+            f"mount -t tmpfs -o mode=1777 lab-tmp {shlex.quote(str(root / 'tmp'))}",
+            f"mkdir -p {shlex.quote(inside)}",
+            f"mount --bind {shlex.quote(str(run))} {shlex.quote(inside)}",
+            f"mount --bind {shlex.quote(str(DIALPLAN_DIR))} {shlex.quote(inside + '/dialplan')}",
+            f"mount -o remount,bind,ro {shlex.quote(inside + '/dialplan')}",
+            f"exec chroot {shlex.quote(str(root))} /usr/sbin/asterisk -f -C "
+            f"{shlex.quote(str(run / 'etc' / 'asterisk.conf'))}",
+        ])
+        out = open(self.log_dir / "asterisk.stdout", "wb")
+        self._proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=None if self.detach else _set_pdeathsig)
+        out.close()
+        self.pid = self._proc.pid
+
+    def _alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        if self.pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"asterisk" in cmdline
+
+    def _startup_failure(self, what: str) -> LabError:
+        tail = ""
+        for name in ("asterisk.stdout", "full", "messages"):
+            path = self.log_dir / name
+            if path.exists():
+                tail += f"\n--- {name} ---\n" + "\n".join(
+                    path.read_text(errors="replace").splitlines()[-25:])
+        return LabError(f"Asterisk {what}{tail}")
+
+    def _wait_ready(self, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._alive():
+                raise self._startup_failure("exited during startup")
+            try:
+                with socket.create_connection((AMI_HOST, AMI_PORT), timeout=1):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise self._startup_failure(f"did not open AMI on port {AMI_PORT} "
+                                            f"within {timeout:.0f} s")
+            time.sleep(0.1)
+        admin = self.admin()
+        try:
+            admin.wait_for(lambda m: m.event == "FullyBooted", timeout=timeout)
+        except AmiError as exc:
+            raise self._startup_failure("never became FullyBooted") from exc
+        settings = admin.action("CoreSettings")
+        self.asterisk_version = settings.get("AsteriskVersion")
+        if not self.asterisk_version:
+            assert self.root is not None
+            self.asterisk_version = subprocess.run(
+                ["chroot", str(self.root), "asterisk", "-V"], capture_output=True,
+                text=True).stdout.strip()
+
+    def admin(self) -> AmiClient:
+        """The lab's own AMI connection (user admin, events on, kept for waiting)."""
+        with self._lock:
+            if self._admin is None or not self._admin.connected:
+                self._admin = AmiClient(AMI_HOST, AMI_PORT, self.admin_username,
+                                        self.admin_secret).connect()
+            return self._admin
+
+    def connect(self, username: str = "admin", *, events: bool = True,
+                sink: object | None = None) -> AmiClient:
+        """A new AMI connection as ``admin`` or ``miitel`` (the caller closes it)."""
+        secret = {"admin": self.admin_secret, "miitel": self.miitel_secret}[username]
+        return AmiClient(AMI_HOST, AMI_PORT, username, secret, events=events,
+                         sink=sink).connect()  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        """Stop Asterisk (core stop now, then signals), sipp, and clean up. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for proc in self._sipps:
+            proc.kill()
+        self._sipps.clear()
+        if self._alive():
+            with suppress(Exception):
+                self.admin().command("core stop now", timeout=5)
+            self._wait_exit(10)
+        if self._alive() and self.pid is not None:
+            log("Asterisk did not stop on 'core stop now': SIGTERM")
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            self._wait_exit(5)
+        if self._alive() and self.pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._wait_exit(5)
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        self._cleanup_paths()
+        with suppress(OSError):
+            sf = state_file()
+            if sf.exists() and json.loads(sf.read_text()).get("run_dir") == str(self.run_dir):
+                sf.unlink()
+        with suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def _wait_exit(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc.wait()
+
+    def _cleanup_paths(self) -> None:
+        if self.run_dir is None:
+            return
+        if self.root is not None:
+            inside = Path(f"{self.root}{self.run_dir}")
+            leftover = [m for m in _host_mounts() if m.startswith(str(inside))]
+            for target in sorted(leftover, reverse=True):  # only without a namespace
+                subprocess.run(["umount", "-l", target], check=False)
+            with suppress(OSError):
+                (inside / "dialplan").rmdir()
+            with suppress(OSError):
+                inside.rmdir()
+        if not self.keep_run_dir and not [m for m in _host_mounts()
+                                          if m.startswith(str(self.run_dir))]:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        elif self.keep_run_dir:
+            log(f"kept the run directory {self.run_dir}")
+
+    # -- detached use (python -m tests.lab start/stop/status) -------------------
+    def _save_state(self) -> None:
+        if not self.detach:
+            return
+        state_file().parent.mkdir(parents=True, exist_ok=True)
+        state_file().write_text(json.dumps({
+            "pid": self.pid, "run_dir": str(self.run_dir), "root": str(self.root),
+            "admin_secret": self.admin_secret, "miitel_secret": self.miitel_secret,
+            "asterisk_version": self.asterisk_version, "flavour": self.flavour}, indent=2))
+        state_file().chmod(0o600)
+
+    @classmethod
+    def attach(cls) -> Lab:
+        """The lab a detached ``start`` left running (raises LabError if none)."""
+        sf = state_file()
+        if not sf.exists():
+            raise LabError("no lab is running (no state file)")
+        data = json.loads(sf.read_text())
+        lab = cls(flavour=data.get("flavour", "plain"), detach=True)
+        lab.pid = int(data["pid"])
+        lab.run_dir = Path(data["run_dir"])
+        lab.root = Path(data["root"])
+        lab.admin_secret = data["admin_secret"]
+        lab.miitel_secret = data["miitel_secret"]
+        lab.asterisk_version = data.get("asterisk_version", "")
+        lab._stopped = False
+        return lab
+
+    def _reap_orphan(self) -> None:
+        """Clean up after a detached lab whose Asterisk is gone (a running one stays)."""
+        sf = state_file()
+        if not sf.exists():
+            return
+        with suppress(Exception):
+            old = Lab.attach()
+            if old._alive():
+                return
+            old._stopped = True
+            old._cleanup_paths()
+        with suppress(OSError):
+            sf.unlink()
+
+    # -- dialplan flavours ------------------------------------------------------------
+    def use_flavour(self, flavour: str, *, force: bool = False) -> None:
+        """Switch extensions.conf between the plain lab and the FreePBX-style one."""
+        if flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS}")
+        if flavour == self.flavour and not force:
+            return
+        self._write_extensions(flavour)
+        out = self.admin().command("dialplan reload")
+        if "error" in out.lower() and "0 errors" not in out.lower():
+            raise LabError(f"dialplan reload failed: {out}")
+        if flavour == "freepbx":
+            self._load_freepbx_astdb()
+        self.flavour = flavour
+        self.check_dialplan()
+
+    def _load_freepbx_astdb(self) -> None:
+        path = self.etc_dir / "freepbx-style" / "astdb.txt"
+        if not path.exists():
+            return
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition("=")
+            family, _, k = key.strip().partition("/")
+            resp = self.admin().action("DBPut", Family=family, Key=k, Val=value.strip())
+            if resp.get("Response") != "Success":
+                raise LabError(f"DBPut {key} failed: {resp.get('Message')}")
+
+    def check_dialplan(self) -> None:
+        """Fail loudly if a context the lab relies on did not load."""
+        needed = ["miitel-record", "miitel-tag", "miitel-group", "from-internal", "from-trunk"]
+        if self.flavour == "freepbx":
+            needed += ["sub-record-check", "macro-dialout-trunk", "from-queue",
+                       "miitel-freepbx-record"]
+        for ctx in needed:
+            out = self.admin().command(f"dialplan show {ctx}")
+            if "There is no existence" in out or f"'{ctx}'" not in out:
+                log_tail = self.log_tail()
+                raise LabError(f"context [{ctx}] did not load ({self.flavour} flavour)\n"
+                               f"{out}\n{log_tail}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.log_dir / "full"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- calls -------------------------------------------------------------------------
+    def originate(self, channel: str, *, exten: str | None = None, context: str | None = None,
+                  priority: int = 1, application: str | None = None, data: str | None = None,
+                  caller_id: str | None = None, variables: dict[str, str] | None = None,
+                  timeout_ms: int = 30000, wait: bool = False) -> AmiMessage:
+        """AMI Originate as admin. Async unless wait=True (then returns when answered)."""
+        headers: dict[str, str] = {"Channel": channel, "Timeout": str(timeout_ms),
+                                   "Async": "false" if wait else "true"}
+        if application:
+            headers["Application"] = application
+            if data is not None:
+                headers["Data"] = data
+        else:
+            headers.update({"Context": context or "from-internal", "Exten": exten or "s",
+                            "Priority": str(priority)})
+        if caller_id:
+            headers["CallerID"] = caller_id
+        resp = self.admin().action("Originate", variables=variables,
+                                   timeout=timeout_ms / 1000 + 5, **headers)
+        if resp.get("Response") != "Success":
+            raise LabError(f"Originate {channel} failed: {resp.get('Message')}")
+        return resp
+
+    def channels(self) -> list[AmiMessage]:
+        """Live channels (CoreShowChannels)."""
+        return self.admin().action_list("CoreShowChannels")
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        """Wait until Asterisk has no channel left."""
+        deadline = time.monotonic() + timeout
+        while self.channels():
+            if time.monotonic() > deadline:
+                names = [c.get("Channel") for c in self.channels()]
+                raise LabError(f"channels still up after {timeout:.0f} s: {names}")
+            time.sleep(0.2)
+
+    def _next_sipp(self) -> int:
+        with self._lock:
+            self._sipp_seq += 1
+            return self._sipp_seq
+
+    def sipp_start(self, scenario: str | Path, *, ip: str, port: int | None = None,
+                   uas: bool | None = None, service: str | None = None,
+                   inf: Sequence[Sequence[str]] | None = None, calls: int = 1,
+                   rate: float | None = None, limit: int | None = None,
+                   duration_ms: int | None = None, timeout: float = 60.0,
+                   extra: Sequence[str] = ()) -> SippProcess:
+        """Start sipp in the background (a UAS must be listening before the call).
+
+        ``ip`` picks the device (see PHONES/TRUNK). A UAS (scenario name starting
+        with ``uas``) listens on port 5060, where Asterisk sends calls; a UAC gets
+        a port of its own so it can run beside a UAS on the same address.
+        ``inf`` rows become ``[field0]``, ``[field1]``... for successive calls.
+        """
+        path = scenario_path(scenario)
+        seq = self._next_sipp()
+        is_uas = path.stem.startswith("uas") if uas is None else uas
+        sip_port = port or (UAS_PORT if is_uas else 5100 + seq)
+        media_port = 7000 + 10 * seq
+        workdir = self._run() / "sipp" / f"{seq:03d}-{path.stem}-{ip}"
+        workdir.mkdir(parents=True)
+        prepare_workdir(workdir)
+        inf_path = None
+        if inf:
+            inf_path = workdir / "fields.csv"
+            write_inf(inf_path, inf)
+        cmd = build_command(path, ip=ip, port=sip_port, media_port=media_port,
+                            target=f"{SIP_HOST}:{SIP_PORT}", service=service, inf=inf_path,
+                            calls=calls, rate=rate, limit=limit, duration_ms=duration_ms,
+                            timeout=timeout, extra=extra)
+        proc = SippProcess(path.stem, cmd, workdir, timeout + 10)
+        self._sipps.append(proc)
+        if is_uas:
+            _wait_udp_bound(ip, sip_port, proc)
+        return proc
+
+    def sipp(self, scenario: str | Path, **kwargs: object) -> SippResult:
+        """Run sipp and return when it is done (see sipp_start for the arguments)."""
+        return self.sipp_start(scenario, **kwargs).wait()  # type: ignore[arg-type]
+
+
+def _wait_udp_bound(ip: str, port: int, proc: SippProcess, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.running:
+            return
+        if _port_busy(ip, port, socket.SOCK_DGRAM):
+            return
+        time.sleep(0.02)
+
+
+def _host_mounts() -> list[str]:
+    with open("/proc/self/mounts") as fh:
+        return [line.split()[1].replace("\\040", " ") for line in fh]
+
+
+@contextmanager
+def running_lab(flavour: str = "plain") -> Iterator[Lab]:
+    lab = Lab(flavour)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.stop()
