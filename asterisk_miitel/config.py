@@ -127,6 +127,9 @@ class RecordingsConfig(_Section):
     wait_timeout: float = Field(30.0, gt=0)
     sample_rate: int = Field(8000, ge=8000, le=48000)
     min_free_mb: int = Field(500, ge=0)
+    # When this service sees Asterisk's files under another path (an NFS or
+    # container mount): {"/var/spool/asterisk/monitor" = "/mnt/pbx/monitor"}.
+    path_map: dict[str, str] = Field(default_factory=dict)
 
 
 class OutboxConfig(_Section):

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from ..config import Config
 from ..miitel.models import CallData, EventType, Participant, make_tags
 from ..miitel.rules import PartyRef, missing_user_ids
+from ..recordings.spec import RecordingSpec
 from .parties import Party, PartyResolver
 from .state import Channel, Recording, RecordingMode, Segment, Transfer
 
@@ -47,7 +48,8 @@ ChannelType = Literal["STEREO", "MONAURAL"]
 
 @dataclass(frozen=True, slots=True)
 class AudioPlan:
-    """Which file(s) to send and what MiiTel is told about them."""
+    """Which file(s) to send and what MiiTel is told about them (until the
+    real file is prepared and says otherwise)."""
 
     file: str
     mode: RecordingMode
@@ -58,6 +60,29 @@ class AudioPlan:
     expected_duration: float | None  # seconds two parties were bridged
     voicemail: bool = False  # VM_MESSAGEFILE: a base name, the extension is found later
     expect_audio: bool = True  # False for a missed call sent without audio
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file, "mode": self.mode, "receive": self.receive,
+            "transmit": self.transmit, "file_type": self.file_type,
+            "channel_type": self.channel_type, "expected_duration": self.expected_duration,
+            "voicemail": self.voicemail, "expect_audio": self.expect_audio,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> AudioPlan:
+        return cls(**data)  # type: ignore[arg-type]
+
+    def spec(self, file: str | None = None) -> RecordingSpec:
+        """What recordings.prepare() needs; `file` overrides (a voicemail's real name)."""
+        mode = self.mode if self.mode != "legs" or (self.receive and self.transmit) else "unknown"
+        return RecordingSpec(
+            file=file or self.file,
+            mode=mode,
+            receive=self.receive if mode == "legs" else None,
+            transmit=self.transmit if mode == "legs" else None,
+            expected_duration=self.expected_duration,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +97,10 @@ class Outcome:
     explain: tuple[str, ...] = ()
     end_reason: str | None = None
     notes: tuple[str, ...] = field(default=())
+    # The extension behind each participant (None for outside numbers), in
+    # call_data's order, so a fixed [users] map can be applied on retry.
+    extensions: tuple[str | None, ...] = ()
+    ended_at: float | None = None
 
     @property
     def call_data_id(self) -> str | None:
@@ -258,7 +287,7 @@ def _unanswered(
         reason = "nobody answered and nothing was dialled (no audio to send)"
         explain.append(reason)
         return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
-                       end_reason=rec.end_reason)
+                       end_reason=rec.end_reason, ended_at=rec.ended)
     to_party = resolver.describe(target)
     event_type = _event_type(from_party, to_party, False)
     explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}",
@@ -266,7 +295,7 @@ def _unanswered(
     if not ctx.config.pbx.send_unanswered:
         reason = "unanswered call without audio (set pbx.send_unanswered to send missed calls)"
         return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
-                       end_reason=rec.end_reason)
+                       end_reason=rec.end_reason, ended_at=rec.ended)
     missed_audio = AudioPlan(
         audio.file, audio.mode, audio.receive, audio.transmit, audio.file_type,
         audio.channel_type, None, audio.voicemail, expect_audio=False,
@@ -411,7 +440,6 @@ def _assemble(
     except ValidationError as exc:  # a bug or an impossible value: say which
         problems.append(f"call_data does not fit MiiTel's schema: {exc.errors()[0]['msg']}")
         call_data = None
-    explain += [f"set aside: {p}" for p in problems]
     return Outcome(
         rec.file,
         call_data,
@@ -420,4 +448,6 @@ def _assemble(
         explain=tuple(explain),
         end_reason=rec.end_reason,
         notes=tuple(rec.notes),
+        extensions=tuple(p.extension if p.kind == "internal" else None for _, p, _ in parties),
+        ended_at=rec.ended,
     )

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 Event = Mapping[str, str]
 OnClosed = Callable[[Recording], None]
+OnOpened = Callable[[Recording], None]
 
 _NO_NUMBER = ("", "<unknown>")
 
@@ -44,8 +45,9 @@ class TrackerStats:
 
 
 class CallTracker:
-    def __init__(self, on_closed: OnClosed) -> None:
+    def __init__(self, on_closed: OnClosed, on_opened: OnOpened | None = None) -> None:
         self.on_closed = on_closed
+        self.on_opened = on_opened
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, list[Channel]] = {}
         self.recordings: dict[str, Recording] = {}  # open ones, by file
@@ -106,6 +108,32 @@ class CallTracker:
         closed = list(self.recordings.values())
         for rec in closed:
             self._close(rec, at, reason)
+        return closed
+
+    def reconcile(self, live: list[Event], gap_started: float) -> list[Recording]:
+        """After an AMI gap: `live` is what CoreShowChannels listed.
+
+        Channels we knew that are no longer live hung up during the gap: their
+        recordings close, marked as finished from what was known when the
+        link dropped. Live channels we never saw are adopted, with their bridges.
+        """
+        live_ids = {ev.get("Uniqueid", "") for ev in live}
+        closed: list[Recording] = []
+        for uid in [u for u in self.channels if u not in live_ids]:
+            ch = self.channels[uid]
+            for rec in list(ch.recordings or ()):
+                rec.notes.append(
+                    "finished after an AMI outage: the call ended while the service was "
+                    "disconnected; its end time is when the connection dropped"
+                )
+                self._close(rec, gap_started, "gap")
+                closed.append(rec)
+            self._hangup({"Uniqueid": uid}, gap_started)
+        for ev in live:
+            ch = self._channel(ev, gap_started)
+            bridge = ev.get("BridgeId")
+            if ch is not None and bridge and ch.bridge != bridge:
+                self._bridge_enter({**ev, "BridgeUniqueid": bridge}, gap_started)
         return closed
 
     def forget_all(self) -> None:
@@ -393,6 +421,8 @@ class CallTracker:
         ch.recordings.append(rec)
         rec.see(ch)
         self.stats.recordings_opened += 1
+        if self.on_opened is not None:
+            self.on_opened(rec)
         left, right = self._sides(rec)
         _update_segments(rec.left, left, ts)
         _update_segments(rec.right, right, ts)

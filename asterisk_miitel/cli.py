@@ -1,0 +1,199 @@
+"""The `asterisk-miitel` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .logs import setup_logging
+
+log = logging.getLogger("asterisk_miitel")
+
+EPILOG = """\
+examples:
+  asterisk-miitel demo                          a real captured call, end to end, on this machine
+  asterisk-miitel run --config /etc/asterisk-miitel/config.toml
+  asterisk-miitel replay capture.log --explain  what each recording would become
+  asterisk-miitel status                        calls by state, latest problems
+  asterisk-miitel retry --all-set-aside         re-queue calls after fixing their cause
+  asterisk-miitel mock-miitel --port 8765       a local MiiTel stand-in for staging
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (default: $ASTERISK_MIITEL_CONFIG)")
+    common.add_argument("--log-format", choices=["text", "json"], help="log format")
+    common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="asterisk-miitel",
+        description="Sends every recorded Asterisk/FreePBX call to MiiTel, with its recording.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"asterisk-miitel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_, description=help_, parents=[common],
+            epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = add("run", "listen to Asterisk and send every finished call to MiiTel",
+              "asterisk-miitel run --config /etc/asterisk-miitel/config.toml")
+    run.add_argument("--stop-deadline", type=float, default=10.0,
+                     help="seconds to finish in-flight work on SIGTERM (default 10)")
+
+    replay = add("replay", "print the call_data a raw AMI transcript would produce",
+                 "asterisk-miitel replay /tmp/ami.log --explain")
+    replay.add_argument("file", help="raw AMI transcript (what the AMI socket sent)")
+    replay.add_argument("--explain", action="store_true",
+                        help="say, for each party, which rule decided it")
+
+    add("status", "calls in the outbox by state, and the latest reasons",
+        "asterisk-miitel status --config /etc/asterisk-miitel/config.toml")
+
+    retry = add("retry", "put set-aside calls back in line",
+                "asterisk-miitel retry pbx1:1795468345.4.raw:e4e7265ddfab0f6b")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="call_data_id(s) from `status`")
+    retry.add_argument("--all-set-aside", action="store_true", help="every set-aside call")
+    retry.add_argument("--force", action="store_true",
+                       help="also calls that MiiTel may already have (outcome unknown, expired)")
+
+    mock = add("mock-miitel", "run a local stand-in for MiiTel's Incoming Webhook",
+               "asterisk-miitel mock-miitel --port 8765 --data-dir /tmp/miitel")
+    mock.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    demo = add("demo", "send a bundled real call through the service to a local MiiTel stand-in",
+               "asterisk-miitel demo")
+    demo.add_argument("--keep", metavar="DIR", help="keep the demo's files in DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `mock-miitel` has its own options: hand everything after it over.
+    if "mock-miitel" in args_list:
+        from .miitel.standin import main as standin_main
+
+        index = args_list.index("mock-miitel")
+        if "-h" not in args_list[index + 1 :] and "--help" not in args_list[index + 1 :]:
+            setup_logging("text", "INFO")
+            return standin_main(args_list[index + 1 :])
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _dispatch(args)
+    except (UserError, ConfigError) as exc:
+        print(f"asterisk-miitel: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"asterisk-miitel: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.log_format:
+        config.log.format = args.log_format
+    if args.debug:
+        config.log.level = "DEBUG"
+    secrets = [config.ami.secret.get_secret_value()]
+    if config.miitel.webhook_url is not None:
+        secrets.append(config.miitel.webhook_url.get_secret_value())
+    secrets += [v.get_secret_value() for v in config.miitel.headers.values()]
+    setup_logging(config.log.format, config.log.level, secrets)
+    return config
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return asyncio.run(run_demo(keep=args.keep, debug=args.debug))
+    config = _config(args)
+    if args.command == "run":
+        from .service import Service
+
+        asyncio.run(Service(config).run_until_signalled(args.stop_deadline))
+        return 0
+    if args.command == "replay":
+        return _replay(args, config)
+    if args.command == "status":
+        return asyncio.run(_status(config))
+    if args.command == "retry":
+        return asyncio.run(_retry(args, config))
+    raise UserError(f"unknown command {args.command}")
+
+
+def _replay(args: argparse.Namespace, config: Config) -> int:
+    from .replay import iter_lines, replay_file
+
+    try:
+        outcomes = replay_file(args.file, config)
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
+    for outcome in outcomes:
+        for line in iter_lines(outcome, args.explain):
+            print(line, file=sys.stderr if not args.explain else sys.stdout)
+        if outcome.call_data is not None and not outcome.skip:
+            print(json.dumps(outcome.call_data.payload(), ensure_ascii=False))
+    if not outcomes:
+        print("no recordings in this transcript (no MixMonitor started)", file=sys.stderr)
+    return 0
+
+
+async def _status(config: Config) -> int:
+    from .outbox.manage import status_report
+    from .outbox.store import Outbox
+
+    if not config.outbox.path.exists():
+        raise UserError(f"no outbox at {config.outbox.path} yet: has `run` been started?")
+    async with Outbox(config.outbox.path) as outbox:
+        print(await status_report(outbox))
+    return 0
+
+
+async def _retry(args: argparse.Namespace, config: Config) -> int:
+    from .outbox.manage import retry
+    from .outbox.store import Outbox
+
+    if not args.ids and not args.all_set_aside:
+        raise UserError("name the calls to retry (IDs from `status`) or use --all-set-aside")
+    if not config.outbox.path.exists():
+        raise UserError(f"no outbox at {config.outbox.path}")
+    failed = 0
+    async with Outbox(config.outbox.path) as outbox:
+        ids = list(args.ids)
+        if args.all_set_aside:
+            ids += await outbox.all_ids("set_aside")
+        for call_id in ids:
+            result = await retry(outbox, call_id, config, force=args.force)
+            print(f"{call_id}: {result.message}")
+            failed += not result.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The durable outbox: every finished call, and how far it got, in SQLite.
+
+States, in order (each written before the next network call, so a crash at
+any point resumes at the right step):
+
+    waiting_recording  assembled; Asterisk may still be writing the file
+    ready              audio prepared; call_data final; nothing sent yet
+    posting            the POST is about to go out (or went out: a crash here
+                       means the outcome is unknown)
+    created            MiiTel answered with an upload URL (and its expiry)
+    uploaded           the PUT got 200: done
+    set_aside          needs a person; `reason` says why, `reason_code` what kind
+    skipped            not sent by design (e.g. unanswered, no audio)
+
+`call_data_id` is the primary key: the same call can never be queued twice.
+The file is created readable by its owner only: it holds upload URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+State = Literal[
+    "waiting_recording", "ready", "posting", "created", "uploaded", "set_aside", "skipped"
+]
+STATES: tuple[State, ...] = (
+    "waiting_recording", "ready", "posting", "created", "uploaded", "set_aside", "skipped"
+)
+ACTIVE: tuple[State, ...] = ("waiting_recording", "ready", "created")
+
+# Why a call was set aside; `retry` without --force only re-queues the kinds
+# where sending again cannot create a second call history in MiiTel.
+SAFE_TO_RETRY = frozenset(
+    {"recording", "users", "number", "permanent_before_post", "rejected", "config"}
+)
+NEEDS_FORCE = frozenset({"outcome_unknown", "upload_expired", "upload_refused"})
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id TEXT PRIMARY KEY,              -- call_data_id
+    file TEXT NOT NULL,               -- the recording as Asterisk named it
+    state TEXT NOT NULL,
+    reason TEXT,                      -- set_aside / skipped: for a person
+    reason_code TEXT,
+    source TEXT NOT NULL DEFAULT 'live',  -- live | gap | restart | catchup | backfill
+    call_data TEXT,                   -- JSON, as it will be POSTed
+    audio TEXT NOT NULL,              -- JSON: which files, what mode
+    parties TEXT,                     -- JSON: extension per participant, to re-map users
+    prepared TEXT,                    -- JSON: the file to upload, once prepared
+    upload_url TEXT,
+    upload_expires_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    ended_at REAL,                    -- the recording's end (hangup)
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    uploaded_at REAL,
+    posts INTEGER NOT NULL DEFAULT 0  -- how many times the POST went out
+);
+CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class OutboxFull(Exception):
+    """The disk holding the outbox is full or read-only: no new work is taken."""
+
+
+@dataclass(slots=True)
+class Row:
+    id: str
+    file: str
+    state: State
+    reason: str | None
+    reason_code: str | None
+    source: str
+    call_data: dict[str, Any] | None
+    audio: dict[str, Any]
+    parties: list[dict[str, Any]] | None
+    prepared: dict[str, Any] | None
+    upload_url: str | None
+    upload_expires_at: float | None
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    ended_at: float | None
+    created_at: float
+    updated_at: float
+    uploaded_at: float | None
+    posts: int
+
+    @classmethod
+    def from_sql(cls, r: sqlite3.Row) -> Row:
+        return cls(
+            id=r["id"],
+            file=r["file"],
+            state=r["state"],
+            reason=r["reason"],
+            reason_code=r["reason_code"],
+            source=r["source"],
+            call_data=_load(r["call_data"]),
+            audio=_load(r["audio"]) or {},
+            parties=_load(r["parties"]),
+            prepared=_load(r["prepared"]),
+            upload_url=r["upload_url"],
+            upload_expires_at=r["upload_expires_at"],
+            attempts=r["attempts"],
+            next_attempt_at=r["next_attempt_at"],
+            last_error=r["last_error"],
+            ended_at=r["ended_at"],
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+            uploaded_at=r["uploaded_at"],
+            posts=r["posts"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    id: str
+    file: str
+    state: State
+    audio: dict[str, Any]
+    call_data: dict[str, Any] | None = None
+    parties: list[dict[str, Any]] | None = None
+    reason: str | None = None
+    reason_code: str | None = None
+    source: str = "live"
+    ended_at: float | None = None
+
+
+class Outbox:
+    """Async access to the outbox database (one connection, on its own thread)."""
+
+    def __init__(self, path: str | Path, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> Outbox:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Owner-only from the first byte: it will hold signed upload URLs.
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        os.chmod(self.path, 0o600)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a call we said was queued survives a power cut, not only a crash.
+        await self._db.execute("PRAGMA synchronous=FULL")
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.executescript(SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> Outbox:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db
+
+    # -- writing --------------------------------------------------------------------
+
+    async def add(self, call: NewCall) -> bool:
+        """Queue a finished call. False if it was already there (never twice)."""
+        now = self._clock()
+        try:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO calls (id, file, state, reason, reason_code, source,"
+                " call_data, audio, parties, ended_at, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    call.id, call.file, call.state, call.reason, call.reason_code, call.source,
+                    _dump(call.call_data), _dump(call.audio), _dump(call.parties),
+                    call.ended_at, now, now,
+                ),
+            )
+        except sqlite3.OperationalError as exc:
+            raise _full(exc) from exc
+        return cur.rowcount == 1
+
+    async def update(self, call_id: str, **fields: Any) -> None:
+        """Write a step. Dict/list values are stored as JSON."""
+        fields["updated_at"] = self._clock()
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        values = [_dump(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
+        try:
+            await self.db.execute(f"UPDATE calls SET {cols} WHERE id = ?", (*values, call_id))
+        except sqlite3.OperationalError as exc:
+            raise _full(exc) from exc
+
+    async def set_aside(self, call_id: str, code: str, reason: str) -> None:
+        await self.update(call_id, state="set_aside", reason_code=code, reason=reason)
+
+    async def mark_posting(self, call_id: str) -> None:
+        """Written just before the POST leaves: a crash now means outcome unknown."""
+        await self.db.execute(
+            "UPDATE calls SET state='posting', posts = posts + 1, attempts = attempts + 1,"
+            " updated_at = ? WHERE id = ?",
+            (self._clock(), call_id),
+        )
+
+    async def recover_after_crash(self) -> list[str]:
+        """At start: a POST that was in flight when we died has an unknown outcome."""
+        rows = await self._ids("SELECT id FROM calls WHERE state = 'posting'")
+        for call_id in rows:
+            await self.set_aside(
+                call_id,
+                "outcome_unknown",
+                "the service stopped while creating this call history, so MiiTel may or may "
+                "not have it: check MiiTel, then `asterisk-miitel retry --force "
+                f"{call_id}` if it is missing",
+            )
+        return rows
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return row["value"] if row else None
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, call_id: str) -> Row | None:
+        async with self.db.execute("SELECT * FROM calls WHERE id = ?", (call_id,)) as cur:
+            row = await cur.fetchone()
+        return Row.from_sql(row) if row else None
+
+    async def due(self, now: float, limit: int = 100, exclude: Iterable[str] = ()) -> list[Row]:
+        skip = set(exclude)
+        async with self.db.execute(
+            "SELECT * FROM calls WHERE state IN ('waiting_recording','ready','created')"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?",
+            (now, limit + len(skip)),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Row.from_sql(r) for r in rows if r["id"] not in skip][:limit]
+
+    async def next_due_at(self) -> float | None:
+        async with self.db.execute(
+            "SELECT MIN(next_attempt_at) AS t FROM calls"
+            " WHERE state IN ('waiting_recording','ready','created')"
+        ) as cur:
+            row = await cur.fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.execute("SELECT state, COUNT(*) AS n FROM calls GROUP BY state") as cur:
+            rows = await cur.fetchall()
+        counts = dict.fromkeys(STATES, 0)
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    async def oldest_waiting(self) -> float | None:
+        async with self.db.execute(
+            "SELECT MIN(created_at) AS t FROM calls"
+            " WHERE state IN ('waiting_recording','ready','posting','created')"
+        ) as cur:
+            row = await cur.fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    async def latest(self, states: Sequence[State], limit: int = 10) -> list[Row]:
+        marks = ",".join("?" * len(states))
+        async with self.db.execute(
+            f"SELECT * FROM calls WHERE state IN ({marks}) ORDER BY updated_at DESC LIMIT ?",
+            (*states, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Row.from_sql(r) for r in rows]
+
+    async def all_ids(self, state: State | None = None) -> list[str]:
+        if state is None:
+            return await self._ids("SELECT id FROM calls ORDER BY created_at")
+        return await self._ids(
+            "SELECT id FROM calls WHERE state = ? ORDER BY created_at", (state,)
+        )
+
+    async def _ids(self, sql: str, args: Sequence[Any] = ()) -> list[str]:
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [r[0] for r in rows]
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _full(exc: sqlite3.OperationalError) -> Exception:
+    text = str(exc).lower()
+    if "full" in text or "readonly" in text or "disk i/o" in text:
+        return OutboxFull(f"the outbox database cannot be written: {exc}")
+    return exc

@@ -1,0 +1,297 @@
+"""Wires the stages together and owns their tasks and shutdown.
+
+    AmiListener --events--> CallTracker --closed recordings--> intake (classify)
+      --> Outbox (SQLite) --> Sender --> MiiTel
+
+The tracker is fed synchronously in arrival order; everything slow (SQLite,
+files, HTTP) happens in tasks after it, so a busy PBX never waits for us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ami.listener import AmiListener, AmiSession
+from .calls.classify import Context, Outcome, classify
+from .calls.state import Recording
+from .calls.tracker import CallTracker
+from .config import Config
+from .miitel.client import MiitelClient, Timeouts
+from .outbox.sender import Sender, map_path
+from .outbox.store import NewCall, Outbox, OutboxFull
+from .recordings import RecordingWatcher
+
+log = logging.getLogger("asterisk_miitel.service")
+calls_log = logging.getLogger("asterisk_miitel.calls")
+
+SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart"}
+
+
+@dataclass
+class ServiceStats:
+    closed: int = 0
+    queued: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    set_aside_at_intake: int = 0
+    duplicates: int = 0
+    intake_errors: int = 0
+
+
+class Service:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        listen: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = ServiceStats()
+        self.outbox = Outbox(config.outbox.path, clock=clock)
+        self.watcher = RecordingWatcher()
+        self.client: MiitelClient | None = None
+        self.sender: Sender | None = None
+        self.tracker = CallTracker(self._on_closed, self._on_opened)
+        self.listener: AmiListener | None = (
+            AmiListener(
+                config.ami,
+                self.tracker.feed,
+                on_connected=self._on_connected,
+                on_disconnected=self._on_disconnected,
+            )
+            if listen
+            else None
+        )
+        self.pbx_id: str | None = config.pbx.id
+        self._pbx_id_known = asyncio.Event()
+        self._closed: asyncio.Queue[Recording] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._gap_started: float | None = None
+        self._held: list[NewCall] = []  # calls the outbox could not take (disk full)
+        self.accepting = True
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.outbox.open()
+        unknown = await self.outbox.recover_after_crash()
+        for call_id in unknown:
+            calls_log.warning(
+                "call %s: set aside (outcome_unknown): the service stopped mid-POST", call_id
+            )
+        if self.pbx_id is None:
+            self.pbx_id = await self.outbox.get_meta("pbx_id")
+        if self.pbx_id is not None:
+            self._pbx_id_known.set()
+        await self.watcher.start()
+        url = self.config.miitel.webhook_url
+        if url is not None:
+            headers = self.config.miitel.headers
+            self.client = MiitelClient(
+                url.get_secret_value(),
+                extra_headers={k: v.get_secret_value() for k, v in headers.items()},
+                timeouts=Timeouts(
+                    connect=min(10.0, self.config.miitel.timeout),
+                    post_total=self.config.miitel.timeout,
+                    upload_idle=self.config.miitel.upload_idle_timeout,
+                ),
+                verify_tls=self.config.miitel.verify_tls,
+            )
+        self.sender = Sender(self.config, self.outbox, self.watcher, self.client, clock=self.clock)
+        self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
+        self._tasks.append(asyncio.create_task(self._intake(), name="intake"))
+        if self.listener is not None:
+            self._tasks.append(asyncio.create_task(self.listener.run(), name="ami"))
+        log.info(
+            "started: outbox %s, recordings watched by %s, uploads %s",
+            self.config.outbox.path, self.watcher.mode,
+            "on" if self.client else "off (no webhook URL)",
+        )
+
+    async def stop(self, deadline: float = 10.0) -> None:
+        """Stop taking calls, persist what is known, let in-flight steps finish."""
+        self.accepting = False
+        if self.listener is not None:
+            await self.listener.stop()
+        # Recordings still open are not finished calls: they stay unknown to the
+        # outbox and are picked up by catch-up on the next start.
+        start = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.join(), deadline)
+        if self.sender is not None:
+            await self.sender.stop(max(0.5, deadline - (time.monotonic() - start)))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.close()
+        await self.watcher.aclose()
+        await self.outbox.close()
+
+    async def run_until_signalled(self, deadline: float = 10.0) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            log.info("stopping: finishing in-flight work (up to %.0f s)", deadline)
+            await self.stop(deadline)
+
+    # -- events -> outbox ----------------------------------------------------------------
+
+    def _on_opened(self, rec: Recording) -> None:
+        for path in (rec.file, rec.receive, rec.transmit):
+            if path:
+                self.watcher.expect(map_path(path, self.config))
+
+    def _on_closed(self, rec: Recording) -> None:
+        self.stats.closed += 1
+        self._closed.put_nowait(rec)
+
+    async def _intake(self) -> None:
+        while True:
+            rec = await self._closed.get()
+            try:
+                await self._pbx_id_known.wait()
+                assert self.pbx_id is not None
+                outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
+                await self._queue(outcome)
+            except OutboxFull as exc:
+                log.critical("%s: not taking new calls until it can be written", exc)
+            except Exception:
+                self.stats.intake_errors += 1
+                log.exception("could not assemble the call for %s", rec.file)
+            finally:
+                self._closed.task_done()
+
+    async def _queue(self, outcome: Outcome) -> None:
+        source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
+        call = _new_call(outcome, source, self.pbx_id or "")
+        if outcome.skip:
+            self.stats.skipped[outcome.skip] = self.stats.skipped.get(outcome.skip, 0) + 1
+            calls_log.info("call %s: skipped: %s", call.id, outcome.skip)
+        elif outcome.set_aside:
+            self.stats.set_aside_at_intake += 1
+            calls_log.warning("call %s: set aside: %s", call.id, outcome.set_aside)
+        try:
+            for held in list(self._held):
+                await self.outbox.add(held)
+                self._held.remove(held)
+            added = await self.outbox.add(call)
+        except OutboxFull:
+            self.accepting = False
+            if len(self._held) < 10_000:
+                self._held.append(call)
+            raise
+        self.accepting = True
+        if added:
+            self.stats.queued += 1
+            if self.sender is not None:
+                self.sender.wake()
+        else:
+            self.stats.duplicates += 1
+            log.info("call %s was already in the outbox: not queued twice", call.id)
+
+    # -- AMI session hooks ------------------------------------------------------------
+
+    async def _on_connected(self, session: AmiSession) -> None:
+        gap = self._gap_started
+        self._gap_started = None
+        try:
+            if self.pbx_id is None:
+                await self._learn_pbx_id(session)
+            restarted = await self._pbx_restarted(session)
+            if restarted and self.tracker.recordings:
+                now = self.clock()
+                for rec in self.tracker.close_all("pbx_restart", gap or now):
+                    rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
+                self.tracker.forget_all()
+            elif gap is not None:
+                reply = await session.action({"Action": "CoreShowChannels"}, as_list=True)
+                live = [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
+                closed = self.tracker.reconcile(live, gap)
+                if closed:
+                    log.warning(
+                        "%d recording(s) ended while AMI was disconnected; finished from what "
+                        "was known", len(closed),
+                    )
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("AMI resync after connect failed: %s", exc)
+
+    def _on_disconnected(self) -> None:
+        if self._gap_started is None:
+            self._gap_started = self.clock()
+
+    async def _learn_pbx_id(self, session: AmiSession) -> None:
+        name = ""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            reply = await session.action({"Action": "CoreSettings"})
+            name = reply.get("SystemName", "") if hasattr(reply, "get") else ""
+        pbx_id = _clean_id(name) or _clean_id(f"asterisk-{self.config.ami.host}")
+        self.pbx_id = pbx_id
+        await self.outbox.set_meta("pbx_id", pbx_id)
+        self._pbx_id_known.set()
+        log.info("PBX id for call_data_id: %s", pbx_id)
+
+    async def _pbx_restarted(self, session: AmiSession) -> bool:
+        try:
+            reply = await session.action({"Action": "CoreStatus"})
+        except (TimeoutError, ConnectionError):
+            return False
+        if not hasattr(reply, "get") or reply.get("Response") != "Success":
+            return False
+        started = f"{reply.get('CoreStartupDate', '')} {reply.get('CoreStartupTime', '')}".strip()
+        previous = await self.outbox.get_meta("pbx_started")
+        if started and started != previous:
+            await self.outbox.set_meta("pbx_started", started)
+        return bool(previous and started and started != previous)
+
+
+def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
+    from .calls.classify import call_data_id
+
+    call_id = outcome.call_data_id or call_data_id(pbx_id, outcome.file)
+    state = "waiting_recording"
+    code = None
+    reason = outcome.skip or outcome.set_aside
+    if outcome.skip:
+        state, code = "skipped", "unanswered"
+    elif outcome.set_aside:
+        state = "set_aside"
+        code = "users" if "MiiTel user" in outcome.set_aside else "number"
+    parties = None
+    if outcome.call_data is not None:
+        parties = [
+            {"type": p.type, "extension": ext}
+            for p, ext in zip(outcome.call_data.participants, outcome.extensions, strict=False)
+        ]
+    return NewCall(
+        id=call_id,
+        file=outcome.file,
+        state=state,  # type: ignore[arg-type]
+        audio=outcome.audio.as_dict(),
+        call_data=outcome.call_data.payload() if outcome.call_data else None,
+        parties=parties,
+        reason=reason,
+        reason_code=code,
+        source=source,
+        ended_at=outcome.ended_at,
+    )
+
+
+def _clean_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._:-]", "-", text.strip())[:64].strip("-")
