@@ -85,7 +85,7 @@ class FakeAmi:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
-        parser = AmiParser()
+        parser = AmiParser(keys=("Action",))
         streamer: asyncio.Task[None] | None = None
         try:
             writer.write(BANNER)

@@ -47,8 +47,10 @@ class AmiParser:
         self,
         max_message: int = DEFAULT_MAX_MESSAGE,
         on_problem: Callable[[str], None] | None = None,
+        keys: tuple[str, ...] = ("Event", "Response"),
     ) -> None:
         self.max_message = max_message
+        self.keys = keys  # a message has one of these (a server parses "Action")
         self.version: str | None = None
         self.stats = ParserStats()
         self._buf = b""
@@ -140,9 +142,9 @@ class AmiParser:
                 msg[key] = value
                 continue
             msg[key] = value
-        if "Event" not in msg and "Response" not in msg:
+        if not any(k in msg for k in self.keys):
             self.stats.malformed += 1
-            self._problem(f"ignored an AMI message with neither Event nor Response: {block[:80]!r}")
+            self._problem(f"ignored an AMI message without {'/'.join(self.keys)}: {block[:80]!r}")
             return None
         self.stats.messages += 1
         return msg
