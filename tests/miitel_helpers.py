@@ -222,6 +222,15 @@ async def wire_recorder() -> AsyncIterator[WireRecorder]:
         await server.wait_closed()
 
 
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
 def same_bytes(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
