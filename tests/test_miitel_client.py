@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from miitel_helpers import (
+from .miitel_helpers import (
     FakeClock,
     call_data,
     rss_bytes,

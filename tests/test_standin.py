@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft6Validator
-from miitel_helpers import (
+from .miitel_helpers import (
     USER_ID,
     FakeClock,
     call_data,
