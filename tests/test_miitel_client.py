@@ -15,17 +15,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from .miitel_helpers import (
-    FakeClock,
-    call_data,
-    rss_bytes,
-    same_bytes,
-    standin_process,
-    wire_recorder,
-    write_m4a,
-    write_mp3,
-    write_wav,
-)
 
 from asterisk_miitel.miitel.client import (
     MiitelClient,
@@ -43,6 +32,18 @@ from asterisk_miitel.miitel.errors import (
 )
 from asterisk_miitel.miitel.redact import redact_url, scrub
 from asterisk_miitel.miitel.standin import StandIn
+
+from .miitel_helpers import (
+    FakeClock,
+    call_data,
+    rss_bytes,
+    same_bytes,
+    standin_process,
+    wire_recorder,
+    write_m4a,
+    write_mp3,
+    write_wav,
+)
 
 FAST = Timeouts(connect=2.0, post_total=5.0, upload_idle=5.0)
 

@@ -17,6 +17,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft6Validator
+
+from asterisk_miitel.miitel.standin import (
+    ANALYSIS_FAILED,
+    NOT_UPLOADED,
+    Fault,
+    StandIn,
+    make_app,
+    parse_datetime,
+)
+from asterisk_miitel.miitel.standin.validation import load_schema
+
 from .miitel_helpers import (
     USER_ID,
     FakeClock,
@@ -30,16 +41,6 @@ from .miitel_helpers import (
     write_mp3,
     write_wav,
 )
-
-from asterisk_miitel.miitel.standin import (
-    ANALYSIS_FAILED,
-    NOT_UPLOADED,
-    Fault,
-    StandIn,
-    make_app,
-    parse_datetime,
-)
-from asterisk_miitel.miitel.standin.validation import load_schema
 
 
 @pytest.fixture
@@ -481,6 +482,12 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         await create(second, call_data("done"))
         assert second.call("done")["post_count"] == 2  # type: ignore[index]
         assert second.call("later")["status"] == "uploaded"  # type: ignore[index]
+    # Upload URLs expired for more than a week are forgotten at start.
+    clock = FakeClock(time.time() + 3 * 3600 + 8 * 86400)
+    async with StandIn(data, clock=clock) as third:
+        assert third.state.store.grant(urlsplit(urls[1]).path.rsplit("/", 1)[1]) is None
+        assert len(third.calls()) == 2
+    assert list((data / "grants").iterdir()) == []
 
 
 # -- logs -----------------------------------------------------------------------------------

@@ -90,7 +90,12 @@ class _Answer:
 
 
 class MiitelClient:
-    """One company's Incoming Webhook. Use as `async with MiitelClient(url) as client:`."""
+    """One company's Incoming Webhook. Use as `async with MiitelClient(url) as client:`.
+
+    A caller's `session` is used as is and not closed; give it a connector with
+    `force_close=True` for the reason in the module docstring. Without this
+    client's tracing, a timeout on it is always `OutcomeUnknown`.
+    """
 
     def __init__(
         self,
@@ -105,7 +110,7 @@ class MiitelClient:
         self._webhook_url = webhook_url
         self._extra_headers = dict(extra_headers or {})
         self._timeouts = timeouts or Timeouts()
-        self._ssl: bool | None = None if verify_tls else False
+        self._verify_tls = verify_tls
         self._session = session
         self._owns_session = session is None
         self._clock = clock
@@ -273,7 +278,7 @@ class MiitelClient:
                 headers=headers,
                 timeout=limits,
                 allow_redirects=False,
-                ssl=self._ssl,
+                ssl=self._verify_tls,  # True: aiohttp's default certificate checks
                 trace_request_ctx=progress,
             ) as resp:
                 raw = await resp.read()

@@ -49,9 +49,10 @@ class MiitelError(Exception):
         if not self.body:
             return None
         try:
-            return json.loads(self.body)
+            parsed: object = json.loads(self.body)
         except ValueError:
             return None
+        return parsed
 
     def __str__(self) -> str:
         return self.message

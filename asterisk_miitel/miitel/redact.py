@@ -78,7 +78,10 @@ def _secret_parts(url: str) -> list[str]:
     if parts.query:
         found.add(parts.query)
         for _key, value in parse_qsl(parts.query, keep_blank_values=True):
+            # An S3 credential is `<key id>/<date>/<region>/s3/aws4_request`;
+            # error bodies quote the key id alone.
             found.add(value)
+            found.update(value.split("/"))
         for raw in parts.query.split("&"):
             found.add(raw.partition("=")[2])
     segments = parts.path.strip("/").split("/")

@@ -54,6 +54,8 @@ DEFAULT_UPLOAD_TTL = 3 * 3600.0  # MiiTel: 3 hours from the POST
 CHUNK_SIZE = 256 * 1024
 MAX_POST_BYTES = 10 * 1024 * 1024
 RESERVED_PATHS = ("/calls", "/_control", "/upload/")
+# An expired URL answers "Request has expired" for this long, then is forgotten.
+KEEP_EXPIRED_GRANTS = 7 * 86400.0
 
 
 class _Dropped(web.Response):
@@ -125,6 +127,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Startup: load what earlier runs stored. Cleanup: nothing is held in memory only."""
     state = app[STATE]
     await asyncio.to_thread(state.store.open)
+    state.store.prune_grants(state.now() - KEEP_EXPIRED_GRANTS)
     state.webhook_path = state.webhook_path_option or state.store.webhook_path()
     log.info(
         "MiiTel stand-in ready: %d call histories in %s, webhook path %s",
@@ -313,6 +316,7 @@ async def _with_fault(request: web.Request, fault: Fault | None,
         await asyncio.sleep(fault.delay)
     if fault.drop == "before_body":
         return _drop(request)
+    response: web.StreamResponse
     if fault.status is not None and not fault.process:
         response = _fault_answer(fault)
     else:

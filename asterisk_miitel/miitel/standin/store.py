@@ -174,6 +174,14 @@ class Store:
         self._grants[digest] = grant
         _write_json(self.data_dir / "grants" / f"{digest}.json", asdict(grant))
 
+    def prune_grants(self, expired_before: float) -> int:
+        """Forget upload URLs that expired before then (a staging stand-in runs for months)."""
+        old = [h for h, g in self._grants.items() if g.expires_at < expired_before]
+        for digest in old:
+            del self._grants[digest]
+            (self.data_dir / "grants" / f"{digest}.json").unlink(missing_ok=True)
+        return len(old)
+
     def grant(self, token: str) -> Grant | None:
         return self._grants.get(_token_hash(token))
 
