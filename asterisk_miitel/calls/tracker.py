@@ -53,6 +53,9 @@ class CallTracker:
         self.recordings: dict[str, Recording] = {}  # open ones, by file
         self.stats = TrackerStats()
         self._locals: dict[str, Channel] = {}  # Local pair halves waiting for their twin
+        # Channels that hung up lately: a late or duplicated event about one
+        # must not bring it back as a zombie that never hangs up again.
+        self._dead: dict[str, None] = {}
         self._handlers: dict[str, Callable[[Event, float], None]] = {
             "Newchannel": self._newchannel,
             "Newstate": self._newstate,
@@ -141,6 +144,7 @@ class CallTracker:
         self.channels.clear()
         self.bridges.clear()
         self._locals.clear()
+        self._dead.clear()
 
     @property
     def open_recordings(self) -> int:
@@ -156,7 +160,7 @@ class CallTracker:
         ch = self.channels.get(uid)
         if ch is None:
             name = event.get(prefix + "Channel")
-            if not name:
+            if not name or uid in self._dead:
                 return None
             ch = Channel(
                 uniqueid=uid,
@@ -176,6 +180,8 @@ class CallTracker:
 
     def _newchannel(self, event: Event, ts: float) -> None:
         uid = event["Uniqueid"]
+        if uid in self._dead:
+            return
         if uid in self.channels:  # seen first in a later event (reordered capture)
             ch = self.channels[uid]
             ch.partial = False
@@ -243,6 +249,9 @@ class CallTracker:
         ch = self.channels.pop(event.get("Uniqueid", ""), None)
         if ch is None:
             return
+        self._dead[ch.uniqueid] = None
+        if len(self._dead) > DEAD_MEMORY:
+            del self._dead[next(iter(self._dead))]
         ch.hungup = ts
         if ch.bridge is not None:
             self._leave_bridge(ch, ts)
@@ -569,6 +578,8 @@ class CallTracker:
         if member is not None and queue:
             member.queue = queue
 
+
+DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
 
 _VARS = frozenset(
     {"MIXMONITOR_FILENAME", "VM_MESSAGEFILE", "FROM_DID", "AMPUSER"}
