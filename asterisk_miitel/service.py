@@ -264,7 +264,7 @@ class Service:
 def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
     from .calls.classify import call_data_id
 
-    call_id = outcome.call_data_id or call_data_id(pbx_id, outcome.file)
+    call_id = outcome.call_data_id or call_data_id(pbx_id, outcome.key or outcome.file)
     state = "waiting_recording"
     code = None
     reason = outcome.skip or outcome.set_aside

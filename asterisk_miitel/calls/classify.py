@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import PurePosixPath
 from typing import Literal
@@ -41,6 +41,7 @@ from ..miitel.rules import PartyRef, missing_user_ids
 from ..recordings.spec import RecordingSpec
 from .parties import Party, PartyResolver
 from .state import Channel, Recording, RecordingMode, Segment, Transfer
+from .tracker import option_letters as _option_letters
 
 AudioFileType = Literal["wav", "mp3", "m4a"]
 ChannelType = Literal["STEREO", "MONAURAL"]
@@ -101,6 +102,7 @@ class Outcome:
     # call_data's order, so a fixed [users] map can be applied on retry.
     extensions: tuple[str | None, ...] = ()
     ended_at: float | None = None
+    key: str = ""  # recording_key(): what call_data_id is derived from
 
     @property
     def call_data_id(self) -> str | None:
@@ -125,7 +127,18 @@ def call_data_id(pbx_id: str, recording_file: str) -> str:
     return f"{pbx_id}:{name}:{digest}"
 
 
+def recording_key(rec: Recording) -> str:
+    """What identifies a recording for good. Voicemail names (msg0000) are
+    reused once a message is deleted, so the caller's channel is added."""
+    return f"{rec.file}#{rec.channel.uniqueid}" if rec.voicemail_only else rec.file
+
+
 def classify(rec: Recording, ctx: Context) -> Outcome:
+    outcome = _classify(rec, ctx)
+    return replace(outcome, key=recording_key(rec))
+
+
+def _classify(rec: Recording, ctx: Context) -> Outcome:
     resolver = PartyResolver(ctx.config)
     explain: list[str] = [f"recording {rec.file} on {rec.channel.name} ({rec.mode})"]
     left = _first(rec.left)
@@ -264,6 +277,13 @@ def _unanswered(
     if caller.is_local and caller.local_peer is not None:
         caller = _real_behind(caller.local_peer) or caller
     from_party = resolver.describe(caller)
+    if not rec.voicemail_only and "b" in _option_letters(rec.options):
+        # MixMonitor's b option writes only bridged audio: nobody was bridged,
+        # so the file is empty (a voicemail message is sent on its own).
+        reason = "nobody was bridged and MixMonitor's b option recorded nothing"
+        explain.append(reason)
+        return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
+                       end_reason=rec.end_reason, ended_at=rec.ended)
     box = _voicemail_box(rec)
     if box is not None or rec.voicemail_only:
         owner = box.partition("@")[0] if box else None
@@ -415,7 +435,7 @@ def _assemble(
     ends = rec.ended if rec.ended is not None else starts
     try:
         call_data = CallData(
-            call_data_id=call_data_id(ctx.pbx_id, rec.file),
+            call_data_id=call_data_id(ctx.pbx_id, recording_key(rec)),
             audio_file_type=audio.file_type,
             event_type=event_type,
             groupname=group,

@@ -490,7 +490,9 @@ class CallTracker:
         elif var == "VM_MESSAGEFILE":
             if value:
                 ch.vm_file = value
-                if ch.recordings:  # the call is recorded anyway: send that instead
+                # A MixMonitor that records unbridged audio too (no `b`) already
+                # holds the message: send that. With `b` it holds nothing.
+                if any("b" not in option_letters(r.options) for r in ch.recordings or ()):
                     ch.vm_recorded = True
         elif var == "FROM_DID":
             ch.did = value or ch.did
@@ -596,7 +598,7 @@ def _options(args: str) -> str:
 def _guess_mode(file: str, options: str) -> str:
     # Our dialplan's MiiTelRecording event says it for sure; until then (or
     # on a PBX without our snippets) the name and options tell.
-    opts = _strip_option_args(options)
+    opts = option_letters(options)
     if "D" in opts:
         return "interleaved"
     if "r" in opts and "t" in opts:
@@ -606,7 +608,7 @@ def _guess_mode(file: str, options: str) -> str:
     return "unknown"
 
 
-def _strip_option_args(options: str) -> str:
+def option_letters(options: str) -> str:
     """`bD i(ID) r(/x)` -> `bDir`: option letters without their arguments."""
     out = []
     depth = 0

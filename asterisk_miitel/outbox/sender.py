@@ -259,9 +259,8 @@ class Sender:
         except (NotSent, RetryableAnswer) as exc:
             await self._retry(row, str(exc), getattr(exc, "retry_after", None), state="ready")
             return
-        except Permanent as exc:
-            detail = f" MiiTel said: {exc.body}" if exc.body else ""
-            await self._aside(row, "rejected", f"MiiTel refused the call history: {exc}.{detail}")
+        except Permanent as exc:  # the message already quotes MiiTel's answer
+            await self._aside(row, "rejected", f"MiiTel refused the call history: {exc}")
             return
         except MiitelError as exc:  # any other class is treated as the worst case
             await self._aside(row, "outcome_unknown", f"unexpected error while posting: {exc}")
