@@ -165,6 +165,22 @@ class FakeAmi:
         self.finished.set()
 
 
+def shift_times(events: list[bytes], start: float) -> list[bytes]:
+    """Move the captured `Timestamp:`s so the first is `start`, keeping the gaps
+    (a 5-second call stays 5 seconds long however fast it is replayed)."""
+    stamps = [float(m.group(1)) for e in events if (m := _STAMP.search(e))]
+    if not stamps:
+        return retime(events, start)
+    offset = start - stamps[0]
+    return [
+        _STAMP.sub(lambda m: b"Timestamp: %.6f\r\n" % (float(m.group(1)) + offset), e)
+        for e in events
+    ]
+
+
+_STAMP = re.compile(rb"Timestamp: ([0-9.]+)\r\n")
+
+
 def retime(events: list[bytes], start: float, step: float = 0.01) -> list[bytes]:
     """Give every event a `Timestamp:` (replacing any), `step` seconds apart."""
     out = []

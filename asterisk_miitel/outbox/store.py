@@ -9,6 +9,7 @@ any point resumes at the right step):
                        means the outcome is unknown)
     created            MiiTel answered with an upload URL (and its expiry)
     uploaded           the PUT got 200: done
+    sent               a missed call sent without audio (pbx.send_unanswered): done
     set_aside          needs a person; `reason` says why, `reason_code` what kind
     skipped            not sent by design (e.g. unanswered, no audio)
 
@@ -30,10 +31,12 @@ from typing import Any, Literal
 import aiosqlite
 
 State = Literal[
-    "waiting_recording", "ready", "posting", "created", "uploaded", "set_aside", "skipped"
+    "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
+    "skipped",
 ]
 STATES: tuple[State, ...] = (
-    "waiting_recording", "ready", "posting", "created", "uploaded", "set_aside", "skipped"
+    "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
+    "skipped",
 )
 ACTIVE: tuple[State, ...] = ("waiting_recording", "ready", "created")
 
