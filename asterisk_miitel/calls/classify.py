@@ -149,38 +149,24 @@ def _classify(rec: Recording, ctx: Context) -> Outcome:
     if left is None or right is None:
         return _unanswered(rec, ctx, resolver, audio, explain)
 
-    transfer = _transfer_into(rec, left, right, answered_at)
     a, b = left.party, right.party
+    leg = _transfer_leg(rec, a, b, answered_at)
+    if leg is not None:
+        user = resolver.describe(leg.transferer)
+        target = resolver.describe(leg.target)
+        if user.kind == "internal":
+            return _transfer_outcome(rec, ctx, resolver, audio, explain, leg, user, target,
+                                     left_party=a, answered_at=answered_at)
+        explain.append(f"{leg.describe()}, but the transferer is not a user: a plain call")
+
     caller, callee = (a, b) if _called_first(a, b) else (b, a)
     from_party = resolver.describe(caller)
     to_party = resolver.describe(callee)
     explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}"]
     caller_side = "left" if caller is a else "right"
     callee_side = "right" if caller_side == "left" else "left"
-
-    event_type = _event_type(from_party, to_party, transfer is not None)
-    if transfer is not None:
-        explain.append(_explain_transfer(transfer))
-        transferer = transfer.transferer
-        if transferer is not None and event_type in (
-            EventType.EXTENSION_TRANSFER, EventType.OUTGOING_TRANSFER
-        ):
-            # MiiTel files a transfer under the user who made it (FROM); the
-            # transferred party's audio is on that side.
-            user = resolver.describe(transferer)
-            if user.kind == "internal":
-                target_is_callee = to_party.kind == "internal" or from_party.kind == "external"
-                if target_is_callee:
-                    from_party = user
-                else:
-                    from_party, to_party = user, from_party
-                    caller_side, callee_side = callee_side, caller_side
-                explain.append(f"FROM is the transferring user: {user.explain()}")
+    event_type = _event_type(from_party, to_party)
     explain.append(f"event_type {event_type}")
-
-    starts = min(rec.channel.created, caller.created)
-    if transfer is not None:
-        starts = max(starts, transfer.at)
     return _assemble(
         rec,
         ctx,
@@ -188,9 +174,94 @@ def _classify(rec: Recording, ctx: Context) -> Outcome:
         explain,
         event_type=event_type,
         parties=[("FROM", from_party, caller_side), ("TO", to_party, callee_side)],
-        starts=starts,
+        starts=min(rec.channel.created, caller.created),
         answered=answered_at,
         circuit=_circuit_number(resolver, from_party, to_party, caller, callee),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeg:
+    """A conversation a user's transfer made: MiiTel files it under that user.
+
+    kind "moved": the transferred party (the customer) now talks to the
+    target; the user who transferred is gone. kind "consult": the user talks
+    to the target before completing an attended transfer.
+    """
+
+    kind: Literal["moved", "consult"]
+    transfer: Transfer
+    transferer: Channel
+    target: Channel
+    user_side_channel: Channel  # whose audio side FROM (the user) is labelled with
+
+    def describe(self) -> str:
+        return (f"{self.transfer.kind} transfer by {self.transferer.name} to "
+                f"{self.target.name} ({self.kind} leg)")
+
+
+def _transfer_leg(
+    rec: Recording, a: Channel, b: Channel, answered_at: float | None
+) -> TransferLeg | None:
+    if answered_at is None:
+        return None
+    for moved, other in ((a, b), (b, a)):
+        # A transfer that moved this party before the two were bridged made
+        # this leg; one after it only moved a party on (the recording goes
+        # on, but its call is still the one it started as).
+        t = moved.transfer
+        if t is not None and t.transferer is not None and t.at <= answered_at + 0.001:
+            if t.transferer is not other:
+                return TransferLeg("moved", t, t.transferer, other, moved)
+        # The transferer's own consultation with the target of an attended
+        # transfer: the transferee is not in it.
+        made = moved.made_transfer
+        if made is not None and made.kind == "attended" and made.transferee is not other:
+            return TransferLeg("consult", made, moved, other, moved)
+    return None
+
+
+def _transfer_outcome(
+    rec: Recording,
+    ctx: Context,
+    resolver: PartyResolver,
+    audio: AudioPlan,
+    explain: list[str],
+    leg: TransferLeg,
+    user: Party,
+    target: Party,
+    *,
+    left_party: Channel,
+    answered_at: float | None,
+) -> Outcome:
+    user_side: Literal["left", "right"] = (
+        "left" if leg.user_side_channel is left_party else "right"
+    )
+    target_side: Literal["left", "right"] = "right" if user_side == "left" else "left"
+    event_type = (
+        EventType.EXTENSION_TRANSFER if target.kind == "internal" else EventType.OUTGOING_TRANSFER
+    )
+    explain += [
+        leg.describe(),
+        f"FROM {user.explain()} (the user who transferred"
+        + ("; this side carries the transferred party)" if leg.kind == "moved" else ")"),
+        f"TO   {target.explain()}",
+        f"event_type {event_type}",
+    ]
+    starts = rec.channel.created
+    if leg.kind == "moved":
+        starts = max(starts, leg.transfer.at)
+    caller = leg.user_side_channel if leg.kind == "consult" else leg.transferer
+    return _assemble(
+        rec,
+        ctx,
+        audio,
+        explain,
+        event_type=event_type,
+        parties=[("FROM", user, user_side), ("TO", target, target_side)],
+        starts=min(starts, leg.target.created) if leg.kind == "consult" else starts,
+        answered=answered_at,
+        circuit=_circuit_number(resolver, user, target, caller, leg.target),
     )
 
 
@@ -226,44 +297,12 @@ def _dialled_by_chain(ch: Channel, ancestor: Channel) -> bool:
     return False
 
 
-def _event_type(from_party: Party, to_party: Party, transferred: bool) -> EventType:
-    internal_from = from_party.kind == "internal"
-    internal_to = to_party.kind == "internal"
-    if internal_to:
-        if transferred:
-            return EventType.EXTENSION_TRANSFER
-        return EventType.EXTENSION if internal_from else EventType.INCOMING_CALL
-    if transferred:
-        return EventType.OUTGOING_TRANSFER
-    return EventType.OUTGOING_CALL if internal_from else EventType.AUTOMATIC_TRANSFER
-
-
-def _transfer_into(
-    rec: Recording, left: Segment, right: Segment, answered_at: float | None
-) -> Transfer | None:
-    """A transfer that put this recording's conversation together, if any.
-
-    A transfer that happened before the two parties were bridged made this
-    leg; one that happened later only moved a party on (the recording goes on,
-    but its call is still the one it started as).
-    """
-    if answered_at is None:
-        return None
-    for ch in (rec.channel, left.party, right.party):
-        t = ch.transfer
-        if t is not None and t.at <= answered_at + 0.001:
-            if t.transferer is not None and (
-                t.transferer is left.party or t.transferer is right.party
-            ):
-                continue  # the transferer is talking here: this is their own call
-            return t
-    return None
-
-
-def _explain_transfer(t: Transfer) -> str:
-    by = t.transferer.name if t.transferer is not None else "unknown channel"
-    to = f" to {t.target_exten}" if t.target_exten else ""
-    return f"{t.kind} transfer by {by}{to}: a transfer leg"
+def _event_type(from_party: Party, to_party: Party) -> EventType:
+    if to_party.kind == "internal":
+        return EventType.EXTENSION if from_party.kind == "internal" else EventType.INCOMING_CALL
+    if from_party.kind == "internal":
+        return EventType.OUTGOING_CALL
+    return EventType.AUTOMATIC_TRANSFER
 
 
 def _unanswered(
@@ -309,7 +348,7 @@ def _unanswered(
         return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
                        end_reason=rec.end_reason, ended_at=rec.ended)
     to_party = resolver.describe(target)
-    event_type = _event_type(from_party, to_party, False)
+    event_type = _event_type(from_party, to_party)
     explain += [f"FROM {from_party.explain()}", f"TO   {to_party.explain()}",
                 f"nobody answered: a missed {event_type}"]
     if not ctx.config.pbx.send_unanswered:

@@ -22,6 +22,7 @@ class Transfer:
     at: float
     transferer: Channel | None  # the user's channel that transferred
     target_exten: str | None = None
+    transferee: Channel | None = None  # the party that was moved (the customer)
 
 
 @dataclass(slots=True, eq=False)
@@ -57,7 +58,8 @@ class Channel:
     voicemail_box: str | None = None
     vm_file: str | None = None
     vm_recorded: bool = False  # a MixMonitor was running when the message was left
-    transfer: Transfer | None = None
+    transfer: Transfer | None = None  # a transfer that moved this channel
+    made_transfer: Transfer | None = None  # a transfer this channel (a user) made
     # MixMonitor bookkeeping: the file announced by VarSet MIXMONITOR_FILENAME
     # and the options from Newexten, both just before MixMonitorStart.
     pending_file: str | None = None

@@ -551,22 +551,26 @@ class CallTracker:
             return
         transferer = self._channel(event, ts, "Transferer")
         transferee = self._channel(event, ts, "Transferee")
-        if transferee is not None:
-            transferee.transfer = Transfer(
-                "blind", ts, transferer, event.get("Extension") or None
-            )
+        if transferee is None:
+            return
+        t = Transfer("blind", ts, transferer, event.get("Extension") or None, transferee)
+        transferee.transfer = t
+        if transferer is not None:
+            transferer.made_transfer = t
 
     def _attended_transfer(self, event: Event, ts: float) -> None:
         if event.get("Result", "Success") != "Success":
             return
         transferer = self._channel(event, ts, "OrigTransferer")
         second = self._channel(event, ts, "SecondTransferer")
-        for prefix in ("Transferee", "TransferTarget"):
-            ch = self._channel(event, ts, prefix)
+        transferee = self._channel(event, ts, "Transferee")
+        user = transferer or second
+        t = Transfer("attended", ts, user, None, transferee)
+        if transferee is not None:
+            transferee.transfer = t
+        for ch in (transferer, second):
             if ch is not None:
-                ch.transfer = Transfer("attended", ts, transferer or second)
-        if second is not None and second is not transferer:
-            second.transfer = Transfer("attended", ts, transferer or second)
+                ch.made_transfer = t
 
     def _queue_join(self, event: Event, ts: float) -> None:
         ch = self._channel(event, ts)
