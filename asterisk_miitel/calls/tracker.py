@@ -478,7 +478,7 @@ class CallTracker:
     # -- variables, dialplan, user events -----------------------------------------------
 
     def _varset(self, event: Event, ts: float) -> None:
-        var = event.get("Variable", "")
+        var = event.get("Variable", "").lstrip("_")  # __FROM_DID: an inherited variable
         if var not in _VARS and not var.startswith("MIITEL_"):
             return
         ch = self._channel(event, ts)
@@ -500,8 +500,8 @@ class CallTracker:
             ch.ampuser = value or ch.ampuser
 
     def _newexten(self, event: Event, ts: float) -> None:
-        app = event.get("Application")
-        if app not in _APPS:
+        app = _APPS.get(event.get("Application", "").lower())
+        if app is None:
             return
         ch = self._channel(event, ts)
         if ch is None:
@@ -590,7 +590,7 @@ DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
 _VARS = frozenset(
     {"MIXMONITOR_FILENAME", "VM_MESSAGEFILE", "FROM_DID", "AMPUSER"}
 )
-_APPS = frozenset({"MixMonitor", "VoiceMail", "Queue"})
+_APPS = {"mixmonitor": "MixMonitor", "voicemail": "VoiceMail", "queue": "Queue"}
 
 
 def _options(args: str) -> str:
