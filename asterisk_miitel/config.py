@@ -64,6 +64,10 @@ class MiitelConfig(_Section):
     upload_idle_timeout: float = Field(60.0, gt=0)
     verify_tls: bool = True
     upload_concurrency: int = Field(4, ge=1, le=64)
+    # Retries back off exponentially from retry_base to retry_max seconds
+    # (with jitter); a Retry-After from MiiTel is honoured.
+    retry_base: float = Field(2.0, gt=0)
+    retry_max: float = Field(300.0, gt=0)
 
     @field_validator("webhook_url")
     @classmethod

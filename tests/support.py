@@ -25,3 +25,31 @@ def lab_config(**over: object) -> Config:
     }
     base.update(over)
     return Config(**base)  # type: ignore[arg-type]
+
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "asterisk_miitel" / "data" / "demo"
+DEMO_RECORDING_DIR = "/tmp/asterisk-miitel-lab-0ro13im1/spool/monitor"
+
+
+def service_config(tmp: Path, ami_port: int, webhook_url: str | None, **over: object) -> Config:
+    """A config for an in-process Service against FakeAmi and the stand-in."""
+    monitor = tmp / "monitor"
+    monitor.mkdir(exist_ok=True)
+    base: dict[str, object] = {
+        "ami": {"host": "127.0.0.1", "port": ami_port, "username": "miitel", "secret": "secret",
+                "ping_interval": 1, "ping_timeout": 1, "reconnect_min": 0.1, "reconnect_max": 0.5},
+        "miitel": {"webhook_url": webhook_url, "retry_base": 0.05, "retry_max": 0.5,
+                   "timeout": 3, "upload_idle_timeout": 3},
+        "outbox": {"path": str(tmp / "outbox.sqlite3")},
+        "recordings": {"work_dir": str(tmp / "work"), "wait_timeout": 3, "min_free_mb": 0,
+                       "path_map": {DEMO_RECORDING_DIR: str(monitor)}},
+        "users": {"1001": {"miitel_user_id": TARO, "name": "Suzuki Ichiro",
+                           "endpoints": ["desk-suzuki"]}},
+        "pbx": {"id": "test-pbx", "timezone": "Asia/Tokyo"},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}  # type: ignore[dict-item]
+        else:
+            base[key] = value
+    return Config(**base)  # type: ignore[arg-type]

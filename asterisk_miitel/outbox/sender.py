@@ -50,8 +50,6 @@ log = logging.getLogger("asterisk_miitel.calls")
 
 UPLOAD_WINDOW = 3 * 3600.0  # MiiTel's upload URLs live 3 hours
 UPLOAD_MARGIN = 120.0  # stop trying this long before the URL dies
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 300.0
 RETRY_AFTER_CAP = 3600.0
 VOICEMAIL_EXTENSIONS = (".wav", ".WAV", ".gsm", ".wav49", ".mp3")
 
@@ -363,7 +361,8 @@ class Sender:
         self, row: Row, error: str, retry_after: float | None, *, state: str
     ) -> float:
         attempts = row.attempts + 1
-        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempts - 1, 16))
+        cfg = self.config.miitel
+        delay = min(cfg.retry_max, cfg.retry_base * 2 ** min(attempts - 1, 16))
         delay *= random.uniform(0.8, 1.2)
         if retry_after is not None:
             delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
