@@ -134,6 +134,9 @@ class RecordingsConfig(_Section):
     # When this service sees Asterisk's files under another path (an NFS or
     # container mount): {"/var/spool/asterisk/monitor" = "/mnt/pbx/monitor"}.
     path_map: dict[str, str] = Field(default_factory=dict)
+    # Asterisk's recordings folder(s), as Asterisk names them (path_map
+    # applies); `check` verifies this service may read them.
+    dirs: list[str] = Field(default_factory=lambda: ["/var/spool/asterisk/monitor"])
 
 
 class OutboxConfig(_Section):
@@ -155,6 +158,65 @@ class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+
+# Calls by direction, for [send] exclude_directions; each is a set of MiiTel
+# event_types (see calls/classify.py). "internal" includes EXTENSION_TRANSFER,
+# which is also an outside call a user transferred to a colleague:
+# exclude_event_types = ["EXTENSION"] drops colleague calls only.
+DIRECTIONS: dict[str, tuple[str, ...]] = {
+    "internal": ("EXTENSION", "EXTENSION_TRANSFER"),
+    "incoming": ("INCOMING_CALL",),
+    "outgoing": ("OUTGOING_CALL", "OUTGOING_TRANSFER"),
+    "forwarded": ("AUTOMATIC_TRANSFER",),
+    "voicemail": ("AUTOMATIC_RECORD",),
+}
+Direction = Literal["internal", "incoming", "outgoing", "forwarded", "voicemail"]
+EventTypeName = Literal[
+    "EXTENSION", "EXTENSION_TRANSFER", "INCOMING_CALL", "OUTGOING_CALL", "OUTGOING_TRANSFER",
+    "AUTOMATIC_TRANSFER", "AUTOMATIC_RECORD",
+]
+
+
+class HttpConfig(_Section):
+    """/healthz and /metrics for monitoring; off unless enabled."""
+
+    enabled: bool = False
+    # Loopback by default: the endpoints need no login, so keep them local
+    # (or behind a proxy) unless the network is trusted.
+    host: str = "127.0.0.1"
+    port: int = Field(9797, ge=0, le=65535)  # 0: any free port (tests)
+    # /healthz answers 503 when AMI has been disconnected this long...
+    unhealthy_after_seconds: float = Field(60.0, gt=0)
+    # ...or when a call has waited this long without reaching MiiTel.
+    max_wait_seconds: float = Field(1800.0, gt=0)
+
+
+class SendConfig(_Section):
+    """Which recorded calls are sent: the admin's choice. Default: all."""
+
+    exclude_directions: list[Direction] = Field(default_factory=list)
+    exclude_event_types: list[EventTypeName] = Field(default_factory=list)
+    # A call with any of these extensions as a party is not sent.
+    exclude_extensions: list[str] = Field(default_factory=list)
+    # Non-empty: only calls with at least one of these extensions are sent.
+    include_extensions: list[str] = Field(default_factory=list)
+    # Queue names (the queue's id, or its MiiTelQueue display name).
+    exclude_queues: list[str] = Field(default_factory=list)
+    # Numbers never to upload (any party, or the line called/shown), in any
+    # spelling: compared after normalising as [numbers] says.
+    exclude_numbers: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude_numbers")
+    @classmethod
+    def _numbers(cls, numbers: list[str]) -> list[str]:
+        for raw in numbers:
+            try:
+                normalize_number(raw)
+            except InvalidNumber as exc:
+                raise ValueError(str(exc)) from exc
+        return numbers
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -171,6 +233,11 @@ class Config(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     users: dict[str, UserConfig] = Field(default_factory=dict)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    send: SendConfig = Field(default_factory=SendConfig)
+    # A separate TOML file with a [users] table (what `users import` writes),
+    # merged into `users` by load_config; relative to the config file.
+    users_file: Path | None = None
 
     @field_validator("users")
     @classmethod
@@ -218,12 +285,87 @@ def load_config(path: str | Path | None = None) -> Config:
     url = os.environ.get("MIITEL_WEBHOOK_URL")
     if url:
         data.setdefault("miitel", {})["webhook_url"] = url
+    users_file = _merge_users_file(data, path)
     try:
         config = Config(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    config.users_file = users_file
     _expand_paths(config)
     return config
+
+
+def users_file_path(data: dict[str, Any], config_path: str | Path | None) -> Path | None:
+    """Where the users file is: env ASTERISK_MIITEL_USERS_FILE, else the config's
+    `users_file` (relative to the config file's folder). None: no users file."""
+    raw = os.environ.get(ENV_PREFIX + "USERS_FILE")
+    base = Path.cwd()
+    if not raw:
+        raw = data.get("users_file")
+        if config_path:
+            base = Path(config_path).parent
+    if not raw or not isinstance(raw, str):
+        return None
+    users_path = Path(raw).expanduser()
+    return users_path if users_path.is_absolute() else base / users_path
+
+
+def read_users_file(users_path: Path) -> dict[str, Any]:
+    """The [users] table of a users file, each entry checked. Raises ConfigError."""
+    try:
+        doc = tomllib.loads(users_path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"users file {users_path} does not exist (config key users_file): create it with "
+            "`asterisk-miitel users import FILE.csv`, or remove the key"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"users file {users_path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"users file {users_path} cannot be read: {exc.strerror}") from exc
+    unknown = sorted(set(doc) - {"users"})
+    if unknown:
+        raise ConfigError(
+            f"users file {users_path}: unknown key(s) {', '.join(unknown)}: it holds one "
+            "[users] table"
+        )
+    users = doc.get("users", {})
+    if not isinstance(users, dict):
+        raise ConfigError(f"users file {users_path}: `users` must be a table")
+    for ext, entry in users.items():
+        try:
+            user = UserConfig.model_validate(entry)
+            normalize_number(user.number or ext)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False, include_input=False)[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(
+                f"users file {users_path}: extension {ext!r}"
+                + (f" key {key}" if key else "") + f": {err['msg']}"
+            ) from None
+        except InvalidNumber as exc:
+            raise ConfigError(
+                f"users file {users_path}: extension {ext!r}: {exc}; set its `number`"
+            ) from None
+    return users
+
+
+def _merge_users_file(data: dict[str, Any], config_path: str | Path | None) -> Path | None:
+    # Done before validation so that one [users] map, checked once, comes out.
+    users_path = users_file_path(data, config_path)
+    data.pop("users_file", None)
+    if users_path is None:
+        return None
+    from_file = read_users_file(users_path)
+    inline = data.get("users") or {}
+    both = sorted(set(inline) & set(from_file))
+    if both:
+        raise ConfigError(
+            f"extension(s) {', '.join(both)} are both in the config's [users] and in "
+            f"{users_path}: keep each in one place"
+        )
+    data["users"] = {**inline, **from_file}
+    return users_path
 
 
 def _expand_paths(config: Config) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
 from .calls.classify import Context, Outcome, classify
+from .calls.snapshot import dump_recording, load_recording
 from .calls.state import Recording
 from .calls.tracker import CallTracker
 from .config import Config
@@ -32,7 +33,10 @@ from .recordings import RecordingWatcher
 log = logging.getLogger("asterisk_miitel.service")
 calls_log = logging.getLogger("asterisk_miitel.calls")
 
-SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart"}
+SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart", "shutdown": "restart"}
+JOURNAL_EVERY = 0.1  # seconds between journal writes (changes are coalesced)
+HEARTBEAT_EVERY = 5.0  # seconds between "still alive" marks in the outbox
+RESYNC_EVERY = 300.0  # seconds between CoreShowChannels checks for missed hangups
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Service:
         self.watcher = RecordingWatcher()
         self.client: MiitelClient | None = None
         self.sender: Sender | None = None
-        self.tracker = CallTracker(self._on_closed, self._on_opened)
+        self.tracker = CallTracker(self._on_closed, self._on_opened, self._on_changed)
         self.listener: AmiListener | None = (
             AmiListener(
                 config.ami,
@@ -78,6 +82,12 @@ class Service:
         self._gap_started: float | None = None
         self._held: list[NewCall] = []  # calls the outbox could not take (disk full)
         self.accepting = True
+        # Open recordings' snapshots waiting to be journaled (None: drop the entry).
+        self._journal: dict[str, dict[str, Any] | None] = {}
+        self._journal_wake = asyncio.Event()
+        # Journaled recordings from before a restart, resumed or finished once AMI is up.
+        self._orphans: list[tuple[Recording, float]] = []
+        self._last_alive: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -92,6 +102,7 @@ class Service:
             self.pbx_id = await self.outbox.get_meta("pbx_id")
         if self.pbx_id is not None:
             self._pbx_id_known.set()
+        await self._load_journal()
         await self.watcher.start()
         url = self.config.miitel.webhook_url
         if url is not None:
@@ -109,6 +120,8 @@ class Service:
         self.sender = Sender(self.config, self.outbox, self.watcher, self.client, clock=self.clock)
         self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
         self._tasks.append(asyncio.create_task(self._intake(), name="intake"))
+        self._tasks.append(asyncio.create_task(self._journal_writer(), name="journal"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="ami"))
         log.info(
@@ -122,11 +135,15 @@ class Service:
         self.accepting = False
         if self.listener is not None:
             await self.listener.stop()
-        # Recordings still open are not finished calls: they stay unknown to the
-        # outbox and are picked up by catch-up on the next start.
+        # Recordings still open are not finished calls: their journal entries
+        # stay, and the next start resumes them (or finishes them if over).
         start = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.join(), deadline)
+        for rec in self.tracker.recordings.values():
+            self._journal[rec.file] = dump_recording(rec)
+        with contextlib.suppress(OutboxFull):
+            await self._flush_journal()
         if self.sender is not None:
             await self.sender.stop(max(0.5, deadline - (time.monotonic() - start)))
         for task in self._tasks:
@@ -158,9 +175,79 @@ class Service:
             if path:
                 self.watcher.expect(map_path(path, self.config))
 
+    def _on_changed(self, rec: Recording) -> None:
+        if rec.ended is None:
+            self._journal[rec.file] = dump_recording(rec)
+            self._journal_wake.set()
+
     def _on_closed(self, rec: Recording) -> None:
         self.stats.closed += 1
+        # The entry goes when the call is queued (same transaction); a pending
+        # snapshot of it need not be written any more.
+        self._journal.pop(rec.file, None)
         self._closed.put_nowait(rec)
+
+    async def _journal_writer(self) -> None:
+        while True:
+            await self._journal_wake.wait()
+            self._journal_wake.clear()
+            try:
+                await self._flush_journal()
+            except OutboxFull as exc:
+                log.critical("%s: open calls are not journaled until it can be written", exc)
+            await asyncio.sleep(JOURNAL_EVERY)
+
+    async def _flush_journal(self) -> None:
+        batch, self._journal = self._journal, {}
+        await self.outbox.journal(batch)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(OutboxFull):
+                await self.outbox.set_meta("alive_at", repr(self.clock()))
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _load_journal(self) -> None:
+        alive = await self.outbox.get_meta("alive_at")
+        self._last_alive = float(alive) if alive else None
+        for file, data, updated_at in await self.outbox.journaled():
+            try:
+                rec = load_recording(data)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.error("journal entry for %s cannot be read (%s): left for catch-up", file, exc)
+                continue
+            self._orphans.append((rec, updated_at))
+        if self._orphans:
+            log.info("%d call(s) were in progress when the service stopped: resuming them "
+                     "once Asterisk says which are still up", len(self._orphans))
+
+    def _resume_orphans(self, live_ids: set[str], pbx_restarted: bool) -> None:
+        now = self.clock()
+        for rec, updated_at in self._orphans:
+            if rec.channel.uniqueid in live_ids and not pbx_restarted:
+                rec.notes.append("the service restarted during this call")
+                self.tracker.adopt(rec, now)
+                self._on_opened(rec)
+                continue
+            # The call ended while the service was down: finish it from the journal.
+            end = max(updated_at, self._last_alive or updated_at)
+            for seg in (*rec.left, *rec.right):
+                if seg.since is not None:
+                    seg.talk += max(0.0, end - seg.since)
+                    seg.since = None
+                    seg.last = end
+            rec.ended = end
+            if pbx_restarted:
+                rec.end_reason = "pbx_restart"
+                rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
+            else:
+                rec.end_reason = "gap"
+                rec.notes.append(
+                    "finished after a service restart: the call ended while the service was "
+                    "down; its end time is the last moment the service was running"
+                )
+            self._on_closed(rec)
+        self._orphans.clear()
 
     async def _intake(self) -> None:
         while True:
@@ -191,7 +278,7 @@ class Service:
             for held in list(self._held):
                 await self.outbox.add(held)
                 self._held.remove(held)
-            added = await self.outbox.add(call)
+            added = await self.outbox.add(call, closes=outcome.file)
         except OutboxFull:
             self.accepting = False
             if len(self._held) < 10_000:
@@ -215,22 +302,50 @@ class Service:
             if self.pbx_id is None:
                 await self._learn_pbx_id(session)
             restarted = await self._pbx_restarted(session)
+            at = gap if gap is not None else self.clock()
             if restarted and self.tracker.recordings:
-                now = self.clock()
-                for rec in self.tracker.close_all("pbx_restart", gap or now):
+                for rec in self.tracker.close_all("pbx_restart", at):
                     rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
                 self.tracker.forget_all()
-            elif gap is not None:
-                reply = await session.action({"Action": "CoreShowChannels"}, as_list=True)
-                live = [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
-                closed = self.tracker.reconcile(live, gap)
-                if closed:
-                    log.warning(
-                        "%d recording(s) ended while AMI was disconnected; finished from what "
-                        "was known", len(closed),
-                    )
+            live = await self._live_channels(session)
+            closed = self.tracker.reconcile(live, at)
+            if closed:
+                log.warning(
+                    "%d recording(s) ended while AMI was disconnected; finished from what "
+                    "was known", len(closed),
+                )
+            self._resume_orphans({ev.get("Uniqueid", "") for ev in live}, restarted)
+            await self._discover_recordings(session, live)
+            while True:  # a missed Hangup must not keep a call open for ever
+                await asyncio.sleep(RESYNC_EVERY)
+                live = await self._live_channels(session)
+                self.tracker.reconcile(live, self.clock())
         except (TimeoutError, ConnectionError) as exc:
             log.warning("AMI resync after connect failed: %s", exc)
+
+    async def _discover_recordings(self, session: AmiSession, live: list[dict[str, str]]) -> None:
+        """Recordings that started while we were away: ask each live channel."""
+        for ev in live:
+            uid = ev.get("Uniqueid", "")
+            ch = self.tracker.channels.get(uid)
+            if ch is None or ch.recordings:
+                continue
+            reply = await session.action(
+                {"Action": "Getvar", "Channel": ev.get("Channel", ""),
+                 "Variable": "MIXMONITOR_FILENAME"}
+            )
+            file = reply.get("Value", "") if hasattr(reply, "get") else ""
+            if not file or file == "(null)" or await self.outbox.has_file(file):
+                continue
+            rec = self.tracker.discovered(uid, file, self.clock())
+            if rec is not None:
+                log.info("found recording %s running on %s: tracking it", file, ch.name)
+
+    async def _live_channels(self, session: AmiSession) -> list[dict[str, str]]:
+        reply = await session.action({"Action": "CoreShowChannels"}, as_list=True)
+        if not isinstance(reply, list):
+            raise ConnectionError(f"CoreShowChannels refused: {reply.get('Message', reply)}")
+        return [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
 
     def _on_disconnected(self) -> None:
         if self._gap_started is None:

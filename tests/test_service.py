@@ -167,7 +167,7 @@ async def test_ami_cut_mid_call_finishes_the_recording_from_what_is_known(
     def cut_before_hangup(index: int) -> None:
         if index == hangups[0] - 1:
             ami.cut()
-            ami._next = len(events)  # the hangups happen while we are away
+            ami.skip(len(events))  # the hangups happen while we are away
 
     ami.on_event = cut_before_hangup
     async with ami:

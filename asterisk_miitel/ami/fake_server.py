@@ -58,6 +58,11 @@ class FakeAmi:
     _next: int = 0  # the next event to send: a reconnect resumes here
     on_event: Callable[[int], None] | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Follow the events sent to answer CoreShowChannels and Getvar the way
+    # Asterisk would: the channels up now, and their variables.
+    follow: bool = True
+    _live: dict[str, dict[str, str]] = field(default_factory=dict)
+    _vars: dict[str, dict[str, str]] = field(default_factory=dict)
 
     async def start(self) -> FakeAmi:
         self._server = await asyncio.start_server(self._session, self.host, self.port)
@@ -76,6 +81,14 @@ class FakeAmi:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def skip(self, upto: int) -> None:
+        """Events up to `upto` happen while nobody listens: Asterisk's state
+        moves on (CoreShowChannels reflects them), the client never sees them."""
+        while self._next < min(upto, len(self.events)):
+            if self.follow:
+                self._observe(self.events[self._next])
+            self._next += 1
 
     def cut(self) -> None:
         """Drop every connection now, as a network failure would."""
@@ -134,14 +147,21 @@ class FakeAmi:
             date, _, clock = self.startup.partition(" ")
             return (f"Response: Success\r\n{head}CoreStartupDate: {date}\r\n"
                     f"CoreStartupTime: {clock}\r\nCoreCurrentCalls: 0\r\n\r\n").encode()
+        if action == "getvar":
+            name = msg.get("Channel", "")
+            var = msg.get("Variable", "")
+            value = next((v.get(var, "") for c, v in self._vars.items() if c == name), "")
+            return (f"Response: Success\r\n{head}Variable: {var}\r\nValue: {value}\r\n\r\n"
+                    ).encode()
         if action == "coreshowchannels":
             out = [f"Response: Success\r\n{head}EventList: start\r\n"
                    "Message: Channels will follow\r\n\r\n"]
-            for ch in self.live_channels:
+            channels = list(self.live_channels) + (list(self._live.values()) if self.follow else [])
+            for ch in channels:
                 body = "".join(f"{k}: {v}\r\n" for k, v in ch.items())
                 out.append(f"Event: CoreShowChannel\r\n{head}{body}\r\n")
             out.append(f"Event: CoreShowChannelsComplete\r\n{head}EventList: Complete\r\n"
-                       f"ListItems: {len(self.live_channels)}\r\n\r\n")
+                       f"ListItems: {len(channels)}\r\n\r\n")
             return "".join(out).encode()
         if action == "logoff":
             return f"Response: Goodbye\r\n{head}\r\n".encode()
@@ -149,12 +169,37 @@ class FakeAmi:
             return f"Response: Error\r\n{head}Message: Invalid/unknown command\r\n\r\n".encode()
         return None
 
+    def _observe(self, block: bytes) -> None:
+        if not block.startswith(_FOLLOWED):
+            return
+        h = _headers(block)
+        uid, name, event = h.get("Uniqueid", ""), h.get("Channel", ""), h.get("Event")
+        if event == "Hangup":
+            self._live.pop(uid, None)
+            self._vars.pop(name, None)
+            return
+        if event == "VarSet":
+            self._vars.setdefault(name, {})[h.get("Variable", "")] = h.get("Value", "")
+            return
+        ch = self._live.setdefault(uid, {})
+        for key in ("Channel", "Uniqueid", "Linkedid", "ChannelState", "ChannelStateDesc",
+                    "CallerIDNum", "CallerIDName", "ConnectedLineNum", "ConnectedLineName",
+                    "Context", "Exten"):
+            if key in h and (key not in ch or event != "Newchannel"):
+                ch[key] = h[key]
+        if event == "BridgeEnter":
+            ch["BridgeId"] = h.get("BridgeUniqueid", "")
+        elif event == "BridgeLeave":
+            ch["BridgeId"] = ""
+
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
         while self._next < len(self.events):
             index = self._next
             self._next += 1
             writer.write(self.events[index])
             self.sent_events += 1
+            if self.follow:
+                self._observe(self.events[index])
             if self.on_event is not None:
                 self.on_event(index)
             if self.pace:
@@ -163,6 +208,19 @@ class FakeAmi:
                 await writer.drain()
         await writer.drain()
         self.finished.set()
+
+
+_FOLLOWED = (b"Event: Newchannel\r", b"Event: Hangup\r", b"Event: BridgeEnter\r",
+             b"Event: BridgeLeave\r", b"Event: VarSet\r", b"Event: Newstate\r")
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in block.decode("utf-8", "replace").split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep and key not in out:
+            out[key] = value
+    return out
 
 
 def shift_times(events: list[bytes], start: float) -> list[bytes]:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Event = Mapping[str, str]
 OnClosed = Callable[[Recording], None]
 OnOpened = Callable[[Recording], None]
+OnChanged = Callable[[Recording], None]
 
 _NO_NUMBER = ("", "<unknown>")
 
@@ -45,9 +46,16 @@ class TrackerStats:
 
 
 class CallTracker:
-    def __init__(self, on_closed: OnClosed, on_opened: OnOpened | None = None) -> None:
+    def __init__(
+        self,
+        on_closed: OnClosed,
+        on_opened: OnOpened | None = None,
+        on_changed: OnChanged | None = None,
+    ) -> None:
         self.on_closed = on_closed
         self.on_opened = on_opened
+        # Called when a party joins an open recording (the service journals it).
+        self.on_changed = on_changed
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, list[Channel]] = {}
         self.recordings: dict[str, Recording] = {}  # open ones, by file
@@ -138,6 +146,51 @@ class CallTracker:
             if ch is not None and bridge and ch.bridge != bridge:
                 self._bridge_enter({**ev, "BridgeUniqueid": bridge}, gap_started)
         return closed
+
+    def adopt(self, rec: Recording, at: float) -> Recording:
+        """Take over a journaled recording whose channel is still up (after a restart).
+
+        The live channel (from CoreShowChannels) keeps its current state; the
+        recording's history (parties, transfers) comes from the journal.
+        """
+        live = self.channels.get(rec.channel.uniqueid)
+        if live is not None:
+            for field in ("created", "context", "exten", "dialled_by", "originated", "did",
+                          "ampuser", "queue", "queue_label", "group", "tags", "transfer",
+                          "made_transfer", "voicemail_box"):
+                value = getattr(rec.channel, field)
+                if value not in (None, "", False):
+                    setattr(live, field, value)
+            live.partial = False
+            for segments in (rec.left, rec.right):
+                for seg in segments:
+                    if seg.party is rec.channel:
+                        seg.party = live
+            rec.seen = [live if c is rec.channel else c for c in rec.seen]
+            rec.channel = live
+        else:
+            self.channels[rec.channel.uniqueid] = rec.channel
+        ch = rec.channel
+        if ch.recordings is None:
+            ch.recordings = []
+        ch.recordings.append(rec)
+        self.recordings[rec.file] = rec
+        self.stats.recordings_opened += 1
+        self._refresh([ch], at)
+        return rec
+
+    def discovered(self, uniqueid: str, file: str, at: float) -> Recording | None:
+        """A recording found running on a live channel (MIXMONITOR_FILENAME read
+        after a restart or reconnect) that the tracker did not see start."""
+        ch = self.channels.get(uniqueid)
+        if ch is None or file in self.recordings:
+            return None
+        rec = self._open(ch, file, at, "")
+        rec.notes.append(
+            "the service was not connected when this recording started: its start time "
+            "and the parties before then are not known"
+        )
+        return rec
 
     def forget_all(self) -> None:
         """Drop all channel state (after Asterisk restarted: none of it is live)."""
@@ -385,10 +438,12 @@ class CallTracker:
         for ch in channels:
             for rec in ch.recordings or ():
                 left, right = self._sides(rec)
-                _update_segments(rec.left, left, ts)
-                _update_segments(rec.right, right, ts)
+                grew = _update_segments(rec.left, left, ts)
+                grew = _update_segments(rec.right, right, ts) or grew
                 for party in (*left, *right):
                     rec.see(party)
+                if grew and self.on_changed is not None:
+                    self.on_changed(rec)
 
     def _recordings_near(self, ch: Channel) -> list[Recording]:
         """Open recordings on this channel or on the other half of its Local pair."""
@@ -437,6 +492,8 @@ class CallTracker:
         _update_segments(rec.right, right, ts)
         for party in (*left, *right):
             rec.see(party)
+        if self.on_changed is not None:
+            self.on_changed(rec)
         return rec
 
     def _mixmonitor_stop(self, event: Event, ts: float) -> None:
@@ -535,6 +592,8 @@ class CallTracker:
             rec.mixmonitor_id = event.get("MixMonitorID") or rec.mixmonitor_id
             if ch.pending_file == file:
                 ch.pending_file = None
+            if self.on_changed is not None:
+                self.on_changed(rec)
         elif kind == "MiiTelTag":
             value = event.get("Tag", "")
             if value:
@@ -626,7 +685,9 @@ def option_letters(options: str) -> str:
     return "".join(out)
 
 
-def _update_segments(segments: list[Segment], now_present: list[Channel], ts: float) -> None:
+def _update_segments(segments: list[Segment], now_present: list[Channel], ts: float) -> bool:
+    """Open and close segments; True if a new party joined."""
+    grew = False
     for seg in segments:
         present = any(seg.party is p for p in now_present)
         if present and seg.since is None:
@@ -637,6 +698,8 @@ def _update_segments(segments: list[Segment], now_present: list[Channel], ts: fl
     for party in now_present:
         if all(seg.party is not party for seg in segments):
             segments.append(Segment(party=party, first=ts, since=ts))
+            grew = True
+    return grew
 
 
 def _end_segment(seg: Segment, ts: float) -> None:

@@ -19,11 +19,13 @@ The file is created readable by its owner only: it holds upload URLs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -71,7 +73,14 @@ CREATE TABLE IF NOT EXISTS calls (
     posts INTEGER NOT NULL DEFAULT 0  -- how many times the POST went out
 );
 CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS calls_file ON calls (file);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Recordings still being made: enough to finish or resume them after a crash.
+CREATE TABLE IF NOT EXISTS journal (
+    file TEXT PRIMARY KEY,
+    data TEXT NOT NULL,               -- calls.snapshot JSON
+    updated_at REAL NOT NULL
+);
 """
 
 
@@ -149,6 +158,7 @@ class Outbox:
         self.path = Path(path)
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
+        self._write = asyncio.Lock()
 
     async def open(self) -> Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,44 +199,94 @@ class Outbox:
 
     # -- writing --------------------------------------------------------------------
 
-    async def add(self, call: NewCall) -> bool:
-        """Queue a finished call. False if it was already there (never twice)."""
+    @contextlib.asynccontextmanager
+    async def _writing(self, transaction: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """One writer at a time: a statement issued while another coroutine's
+        transaction is open would silently join (or roll back with) it."""
+        db = self.db
+        async with self._write:
+            try:
+                if not transaction:
+                    yield db
+                    return
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+                await db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise _full(exc) from exc
+
+    async def add(self, call: NewCall, *, closes: str | None = None) -> bool:
+        """Queue a finished call. False if it was already there (never twice).
+
+        `closes` names the journal entry of the recording this call finishes:
+        it is removed in the same transaction, so a crash leaves one or the other.
+        """
         now = self._clock()
-        try:
-            cur = await self.db.execute(
+        async with self._writing(transaction=True) as db:
+            cur = await db.execute(
                 "INSERT OR IGNORE INTO calls (id, file, state, reason, reason_code, source,"
                 " call_data, audio, parties, ended_at, created_at, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    call.id, call.file, call.state, call.reason, call.reason_code, call.source,
-                    _dump(call.call_data), _dump(call.audio), _dump(call.parties),
-                    call.ended_at, now, now,
+                    call.id, call.file, call.state, call.reason, call.reason_code,
+                    call.source, _dump(call.call_data), _dump(call.audio),
+                    _dump(call.parties), call.ended_at, now, now,
                 ),
             )
-        except sqlite3.OperationalError as exc:
-            raise _full(exc) from exc
+            if closes is not None:
+                await db.execute("DELETE FROM journal WHERE file = ?", (closes,))
         return cur.rowcount == 1
+
+    async def journal(self, writes: dict[str, dict[str, Any] | None]) -> None:
+        """Save (or, for None, drop) open recordings' snapshots, in one transaction."""
+        if not writes:
+            return
+        now = self._clock()
+        async with self._writing(transaction=True) as db:
+            for file, data in writes.items():
+                if data is None:
+                    await db.execute("DELETE FROM journal WHERE file = ?", (file,))
+                else:
+                    await db.execute(
+                        "INSERT INTO journal (file, data, updated_at) VALUES (?,?,?)"
+                        " ON CONFLICT(file) DO UPDATE SET data = excluded.data,"
+                        " updated_at = excluded.updated_at",
+                        (file, _dump(data), now),
+                    )
+
+    async def has_file(self, file: str) -> bool:
+        """Is a call for this recording already queued or done?"""
+        async with self.db.execute("SELECT 1 FROM calls WHERE file = ? LIMIT 1", (file,)) as cur:
+            return await cur.fetchone() is not None
+
+    async def journaled(self) -> list[tuple[str, dict[str, Any], float]]:
+        async with self.db.execute("SELECT file, data, updated_at FROM journal") as cur:
+            rows = await cur.fetchall()
+        return [(r["file"], json.loads(r["data"]), r["updated_at"]) for r in rows]
 
     async def update(self, call_id: str, **fields: Any) -> None:
         """Write a step. Dict/list values are stored as JSON."""
         fields["updated_at"] = self._clock()
         cols = ", ".join(f"{k} = ?" for k in fields)
         values = [_dump(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
-        try:
-            await self.db.execute(f"UPDATE calls SET {cols} WHERE id = ?", (*values, call_id))
-        except sqlite3.OperationalError as exc:
-            raise _full(exc) from exc
+        async with self._writing() as db:
+            await db.execute(f"UPDATE calls SET {cols} WHERE id = ?", (*values, call_id))
 
     async def set_aside(self, call_id: str, code: str, reason: str) -> None:
         await self.update(call_id, state="set_aside", reason_code=code, reason=reason)
 
     async def mark_posting(self, call_id: str) -> None:
         """Written just before the POST leaves: a crash now means outcome unknown."""
-        await self.db.execute(
-            "UPDATE calls SET state='posting', posts = posts + 1, attempts = attempts + 1,"
-            " updated_at = ? WHERE id = ?",
-            (self._clock(), call_id),
-        )
+        async with self._writing() as db:
+            await db.execute(
+                "UPDATE calls SET state='posting', posts = posts + 1, attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ?",
+                (self._clock(), call_id),
+            )
 
     async def recover_after_crash(self) -> list[str]:
         """At start: a POST that was in flight when we died has an unknown outcome."""
@@ -242,11 +302,12 @@ class Outbox:
         return rows
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self.db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        async with self._writing() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     async def get_meta(self, key: str) -> str | None:
         async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
