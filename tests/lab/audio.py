@@ -34,16 +34,21 @@ class AudioInfo:
     def right(self) -> Channel:
         return self.sides[-1]
 
-    def louder_side(self, ratio: float = 10.0) -> str | None:
-        """'left' or 'right' when one side is clearly louder, 'both', or None (silence)."""
+    def louder_side(self) -> str | None:
+        """'left' or 'right' when one side clearly carries the audio, 'both', or None.
+
+        Decided on time with audio (100 ms windows), not on energy: a single
+        stray frame on the silent side (seen at the start of a recording made
+        after a transfer) must not count as that side talking.
+        """
         if len(self.sides) != 2:
             return None
-        left, right = self.left.rms, self.right.rms
-        if left < SILENCE_RMS and right < SILENCE_RMS:
+        if self.left.rms < SILENCE_RMS and self.right.rms < SILENCE_RMS:
             return None
-        if left >= ratio * max(right, 1.0):
+        a, b = self.left.active_seconds, self.right.active_seconds
+        if a > 3 * b + 0.1:
             return "left"
-        if right >= ratio * max(left, 1.0):
+        if b > 3 * a + 0.1:
             return "right"
         return "both"
 

@@ -209,7 +209,12 @@ class Lab:
         return {"@RUN@": str(run), "@ETC@": str(run / "etc"), "@MODDIR@": self._modules_dir(),
                 "@DIALPLAN@": str(self.dialplan_mount), "@AMI_PORT@": str(AMI_PORT),
                 "@SIP_PORT@": str(SIP_PORT), "@ADMIN_SECRET@": self.admin_secret,
-                "@MIITEL_SECRET@": self.miitel_secret, "@LAB_CONF@": str(run / "etc")}
+                "@MIITEL_SECRET@": self.miitel_secret,
+                # as a FreePBX admin would set them: the trunk's and the phones' context
+                "@PHONE_CONTEXT@": ("miitel-from-internal" if self.flavour == "freepbx"
+                                    else "from-internal"),
+                "@TRUNK_CONTEXT@": ("miitel-from-pstn" if self.flavour == "freepbx"
+                                    else "from-trunk")}
 
     def _render(self, src: Path, dst: Path) -> None:
         text = src.read_text(encoding="utf-8")
@@ -224,6 +229,8 @@ class Lab:
             name = "extensions-plain.conf" if src.name == "extensions.conf" else src.name
             self._render(src, etc / name)
         (etc / "freepbx-style").mkdir(exist_ok=True)
+        # what FreePBX users get with "#include miitel-record.conf": a file in astetcdir
+        (etc / "miitel-record.conf").symlink_to(self.dialplan_mount / "miitel-record.conf")
         for src in (CONF_DIR / "freepbx-style").iterdir():
             if src.is_file():
                 self._render(src, etc / "freepbx-style" / src.name)
@@ -430,13 +437,16 @@ class Lab:
             raise ValueError(f"flavour must be one of {FLAVOURS}")
         if flavour == self.flavour and not force:
             return
+        previous, self.flavour = self.flavour, flavour
+        self._render(CONF_DIR / "pjsip.conf", self.etc_dir / "pjsip.conf")
         self._write_extensions(flavour)
+        if flavour != previous:
+            self.admin().command("module reload res_pjsip.so")
         out = self.admin().command("dialplan reload")
         if "error" in out.lower() and "0 errors" not in out.lower():
             raise LabError(f"dialplan reload failed: {out}")
         if flavour == "freepbx":
             self._load_freepbx_astdb()
-        self.flavour = flavour
         self.check_dialplan()
 
     def _load_freepbx_astdb(self) -> None:
@@ -458,7 +468,7 @@ class Lab:
         needed = ["miitel-record", "miitel-tag", "miitel-group", "from-internal", "from-trunk"]
         if self.flavour == "freepbx":
             needed += ["sub-record-check", "macro-dialout-trunk", "from-queue",
-                       "miitel-freepbx-record"]
+                       "miitel-freepbx-sync", "miitel-from-pstn", "miitel-from-internal"]
         for ctx in needed:
             out = self.admin().command(f"dialplan show {ctx}")
             if "There is no existence" in out or f"'{ctx}'" not in out:

@@ -121,7 +121,9 @@ def prepare_workdir(workdir: Path) -> None:
 
     g711a.pcap is sip-tester's 7 s of G.711 A-law speech; long.pcap repeats it
     for LONG_PCAP_SECONDS (RTP sequence numbers and timestamps kept running),
-    so a talking party talks for the whole call.
+    so a talking party talks for the whole call. silence.pcap is the same
+    stream with every sample A-law silence: a "silent" party still sends RTP,
+    as real phones do (without media Asterisk's MixMonitor writes nothing).
     """
     pcap = workdir / "pcap"
     pcap.mkdir(parents=True, exist_ok=True)
@@ -132,13 +134,22 @@ def prepare_workdir(workdir: Path) -> None:
         shutil.copy(src, pcap / "g711a.pcap")
     if not (pcap / "long.pcap").exists():
         (pcap / "long.pcap").write_bytes(repeat_rtp_pcap(src.read_bytes(), LONG_PCAP_SECONDS))
+    if not (pcap / "silence.pcap").exists():
+        (pcap / "silence.pcap").write_bytes(
+            repeat_rtp_pcap(src.read_bytes(), LONG_PCAP_SECONDS, silence=True))
 
 
 LONG_PCAP_SECONDS = 90.0
 
 
-def repeat_rtp_pcap(data: bytes, seconds: float) -> bytes:
-    """Loop a pcap of one RTP stream (Ethernet/IPv4/UDP) for ``seconds``."""
+ALAW_SILENCE = 0xD5
+
+
+def repeat_rtp_pcap(data: bytes, seconds: float, *, silence: bool = False) -> bytes:
+    """Loop a pcap of one RTP stream (Ethernet/IPv4/UDP) for ``seconds``.
+
+    With ``silence`` every payload byte becomes A-law silence (same timing).
+    """
     header = data[:24]
     magic = struct.unpack("<I", data[:4])[0]
     if magic != 0xA1B2C3D4:
@@ -175,6 +186,10 @@ def repeat_rtp_pcap(data: bytes, seconds: float) -> bytes:
             struct.pack_into(">H", body, rtp_at + 2, (seq0 + n) & 0xFFFF)
             struct.pack_into(">I", body, rtp_at + 4, (ts + loop * per_loop_ts) & 0xFFFFFFFF)
             struct.pack_into(">H", body, 14 + 20 + 6, 0)  # UDP checksum: none
+            if silence:
+                header_len = 12 + 4 * (body[rtp_at] & 0x0F)
+                start = rtp_at + header_len
+                body[start:] = bytes([ALAW_SILENCE]) * (len(body) - start)
             sec = int(when)
             out += struct.pack("<IIII", sec, round((when - sec) * 1e6) % 1000000,
                                len(body), len(body))
