@@ -92,6 +92,8 @@ class Recording:
     linkedid: str
     started: float | None
     mode: str = ""
+    receive: str = ""
+    transmit: str = ""
 
 
 def recordings(msgs: Sequence[AmiMessage]) -> list[Recording]:
@@ -107,6 +109,8 @@ def recordings(msgs: Sequence[AmiMessage]) -> list[Recording]:
                                                           m.get("Uniqueid"), m.get("Linkedid"),
                                                           m.timestamp))
             rec.mode = m.get("Mode")
+            rec.receive = m.get("Receive")
+            rec.transmit = m.get("Transmit")
     return list(out.values())
 
 

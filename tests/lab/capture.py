@@ -177,6 +177,12 @@ class Capture:
                 closed = self.watcher.last_close(rec.file)
                 entry["closed"] = iso(closed)
                 entry["stopped_by_StopMixMonitor"] = stop is not None
+                if rec.receive or rec.transmit:
+                    entry["legs"] = {
+                        name: {"file": leg, "copied_as": copied.get(leg),
+                               "audio": analyse(leg).as_dict() if Path(leg).exists() else None,
+                               "closed": iso(self.watcher.last_close(leg))}
+                        for name, leg in (("receive", rec.receive), ("transmit", rec.transmit))}
                 ref = stop or hang
                 entry["closed_after_hangup_or_stop_s"] = (
                     round(closed - ref, 3) if closed and ref else None)
@@ -617,6 +623,28 @@ def s_freepbx_queue(lab: Lab, cap: Capture) -> Truth:
               expected={"event_type": "INCOMING_CALL",
                         "recordings": "FreePBX's own mono WAV (q-400-...) written with the "
                                       "legs our hook added (r()/t())"})
+    _times(t, res)
+    return t
+
+
+@scenario("freepbx_ringgroup", flavour="freepbx")
+def s_freepbx_ringgroup(lab: Lab, cap: Capture) -> Truth:
+    cap.start("member 1002", "uas_noanswer", ip=PHONES["1002"].ip)
+    cap.start("member 1003", "uas_answer", ip=PHONES["1003"].ip)
+    res = cap.run("caller", "uac_talk", ip=TRUNK.ip, service="0312345680",
+                  inf=[list(CUSTOMER)], duration_ms=6000)
+    t = Truth("FreePBX-style dialplan: the customer calls DID 0312345680 -> ext-group 600 "
+              "(RingGroupMethod ringall, NODEST 600, sub-record-check rg with policy force) "
+              "-> macro-dial, whose ringall predial hook (ours) sends MiiTelGroup 600, and "
+              "rings Local/1002@from-ringgroup/n & Local/1003@from-ringgroup/n (each runs "
+              "macro-dial-one). 1003 answers, 1002 is cancelled. The customer talks.",
+              [customer("caller", "talks", "uac_talk"),
+               phone("1002", "group member", "silent", "uas_noanswer", "rings, cancelled"),
+               phone("1003", "group member", "silent", "uas_answer")],
+              answered_by="1003", did="0312345680", group="600",
+              expected={"event_type": "INCOMING_CALL", "groupname": "600",
+                        "recordings": "FreePBX's mono WAV (rg-600-...) with r()/t() legs, "
+                                      "announced by the ringall predial hook"})
     _times(t, res)
     return t
 

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -504,6 +504,18 @@ class Lab:
         if resp.get("Response") != "Success":
             raise LabError(f"Originate {channel} failed: {resp.get('Message')}")
         return resp
+
+    def mark(self) -> int:
+        """A bookmark in the admin connection's events (see events_since / wait_event)."""
+        return len(self.admin().events)
+
+    def events_since(self, mark: int) -> list[AmiMessage]:
+        return list(self.admin().events[mark:])
+
+    def wait_event(self, predicate: Callable[[AmiMessage], bool], *, since: int = 0,
+                   timeout: float = 10.0) -> AmiMessage:
+        """Wait for an admin-visible event (all events are visible to admin)."""
+        return self.admin().wait_for(predicate, timeout=timeout, start=since)
 
     def channels(self) -> list[AmiMessage]:
         """Live channels (CoreShowChannels)."""

@@ -1,0 +1,89 @@
+"""pytest fixtures for the real-Asterisk lab.
+
+Wire them into tests/conftest.py with either of:
+
+    pytest_plugins = ["tests.lab.fixtures"]
+    from tests.lab.fixtures import freepbx_lab, lab  # noqa: F401
+
+``lab`` (session scope) yields a started :class:`tests.lab.Lab` (plain
+dialplan); ``freepbx_lab`` (function scope) switches the same Asterisk to the
+FreePBX-style dialplan for one test and back afterwards. Where the lab cannot
+run (not Linux, not root) they skip with the reason, except under CI=true,
+where they fail: CI must run the real-Asterisk tests.
+
+The Lab behind them is one per process, shared by every fixture definition
+that refers to these functions (the plugin and a direct import may both
+register them), so Asterisk is started once and stopped after the last user.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+
+from .lab import Lab
+from .rootfs import LabError, unavailable_reason
+
+_shared: Lab | None = None
+_users = 0
+_guard = threading.Lock()
+
+
+def _not_here(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"CI=true but the Asterisk lab cannot run: {reason}", pytrace=False)
+    pytest.skip(f"Asterisk lab not available: {reason}")
+
+
+def acquire() -> Lab:
+    """The process's lab, started on first use (skip/fail as the fixtures do)."""
+    global _shared, _users
+    reason = unavailable_reason()
+    if reason:
+        _not_here(reason)
+    with _guard:
+        if _shared is None:
+            lab = Lab()
+            try:
+                lab.start()
+            except LabError as exc:
+                pytest.fail(f"the Asterisk lab did not start: {exc}", pytrace=False)
+            _shared = lab
+        _users += 1
+        return _shared
+
+
+def release() -> None:
+    global _shared, _users
+    with _guard:
+        _users -= 1
+        if _users <= 0 and _shared is not None:
+            _shared.stop()
+            _shared = None
+            _users = 0
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """A running lab Asterisk (plain dialplan), shared by the whole session."""
+    the_lab = acquire()
+    try:
+        the_lab.use_flavour("plain")
+        yield the_lab
+    finally:
+        release()
+
+
+@pytest.fixture
+def freepbx_lab(lab: Lab) -> Iterator[Lab]:
+    """The same Asterisk running the FreePBX-style dialplan, for one test."""
+    lab.use_flavour("freepbx")
+    try:
+        yield lab
+    finally:
+        lab.wait_idle()
+        lab.use_flavour("plain")
