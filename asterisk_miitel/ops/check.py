@@ -105,6 +105,7 @@ class AmiProbe:
     settings_error: str | None = None
     channels: int | None = None
     channels_error: str | None = None
+    status_error: str | None = None  # CoreStatus: how the service notices a PBX restart
     events: list[dict[str, str]] = field(default_factory=list)
     listened: float = 0.0
 
@@ -151,6 +152,7 @@ async def probe_ami(cfg: AmiConfig, listen_seconds: float) -> AmiProbe:
         channels, probe.channels_error = await _action(protocol, "CoreShowChannels", cfg)
         if isinstance(channels, list):
             probe.channels = sum(1 for m in channels if m.get("Event") == "CoreShowChannel")
+        _status, probe.status_error = await _action(protocol, "CoreStatus", cfg)
         remaining = listen_seconds - (time.monotonic() - started)
         if remaining > 0:
             with contextlib.suppress(TimeoutError):
@@ -202,14 +204,15 @@ async def _ami_checks(cfg: AmiConfig, listen_seconds: float) -> list[CheckResult
 
 
 def _actions_result(probe: AmiProbe) -> CheckResult:
-    errors = [e for e in (probe.settings_error, probe.channels_error) if e]
+    errors = [e for e in (probe.settings_error, probe.channels_error, probe.status_error) if e]
     if errors:
         return CheckResult("AMI actions", False,
                            f"{'; '.join(errors)}: give the manager user write = reporting "
-                           "(after a PBX restart or AMI gap the service lists live channels)")
+                           "(the service reads the PBX's name, notices restarts and lists live "
+                           "channels after an AMI gap)")
     return CheckResult("AMI actions", True,
-                       f"CoreSettings and CoreShowChannels work ({probe.channels} live "
-                       "channel(s))")
+                       f"CoreSettings, CoreStatus and CoreShowChannels work "
+                       f"({probe.channels} live channel(s))")
 
 
 def filter_would_pass(event: Mapping[str, str]) -> bool:
