@@ -321,7 +321,8 @@ def import_target(config_path: str | os.PathLike[str] | None) -> tuple[Path | No
     """
     from ..config import CONFIG_ENV
 
-    path = config_path or os.environ.get(CONFIG_ENV) or None
+    raw = config_path or os.environ.get(CONFIG_ENV) or None
+    path = Path(raw) if raw else None
     data: dict[str, Any] = {}
     if path:
         try:
@@ -388,7 +389,7 @@ def reload_users(config_path: str | os.PathLike[str] | None) -> dict[str, UserCo
     Validates everything load_config does; raises ConfigError, in which case
     the caller keeps the map it has.
     """
-    return load_config(config_path).users
+    return load_config(Path(config_path) if config_path else None).users
 
 
 def swap_users(config: Config, users: dict[str, UserConfig]) -> UsersChange:
