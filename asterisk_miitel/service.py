@@ -21,8 +21,8 @@ from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
 from .calls.classify import Context, Outcome, classify
-from .calls.snapshot import dump_recording, load_recording
-from .calls.state import Recording
+from .calls.journal import Journal, estimate_answer, recording_seconds
+from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
 from .config import Config
 from .miitel.client import MiitelClient, Timeouts
@@ -64,7 +64,9 @@ class Service:
         self.watcher = RecordingWatcher()
         self.client: MiitelClient | None = None
         self.sender: Sender | None = None
-        self.tracker = CallTracker(self._on_closed, self._on_opened, self._on_changed)
+        self.tracker = CallTracker(
+            self._on_closed, self._on_opened, self._on_changed, self._on_gone
+        )
         self.listener: AmiListener | None = (
             AmiListener(
                 config.ami,
@@ -82,11 +84,10 @@ class Service:
         self._gap_started: float | None = None
         self._held: list[NewCall] = []  # calls the outbox could not take (disk full)
         self.accepting = True
-        # Open recordings' snapshots waiting to be journaled (None: drop the entry).
-        self._journal: dict[str, dict[str, Any] | None] = {}
+        self.journal = Journal()
         self._journal_wake = asyncio.Event()
-        # Journaled recordings from before a restart, resumed or finished once AMI is up.
-        self._orphans: list[tuple[Recording, float]] = []
+        # Journal entries from before a restart, resumed or finished once AMI is up.
+        self._orphans: list[tuple[str, dict[str, Any], float]] = []
         self._last_alive: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -140,8 +141,7 @@ class Service:
         start = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.join(), deadline)
-        for rec in self.tracker.recordings.values():
-            self._journal[rec.file] = dump_recording(rec)
+        self.journal.snapshot_all(self.tracker.recordings.values())
         with contextlib.suppress(OutboxFull):
             await self._flush_journal()
         if self.sender is not None:
@@ -176,16 +176,22 @@ class Service:
                 self.watcher.expect(map_path(path, self.config))
 
     def _on_changed(self, rec: Recording) -> None:
-        if rec.ended is None:
-            self._journal[rec.file] = dump_recording(rec)
-            self._journal_wake.set()
+        self.journal.changed(rec)
+        self._journal_wake.set()
 
     def _on_closed(self, rec: Recording) -> None:
         self.stats.closed += 1
-        # The entry goes when the call is queued (same transaction); a pending
-        # snapshot of it need not be written any more.
-        self._journal.pop(rec.file, None)
+        if rec.resumed and rec.left and not rec.right and rec.ended is not None:
+            # Resumed after a restart with no partner seen: it may have been
+            # answered in the moments our journal missed. The audio tells.
+            estimate_answer(rec, rec.ended, recording_seconds(
+                map_path(rec.file, self.config), rec.mode, self.config.recordings.sample_rate))
+        self.journal.closed(rec)
+        self._journal_wake.set()
         self._closed.put_nowait(rec)
+
+    def _on_gone(self, channel: Channel) -> None:
+        self.journal.gone(channel)
 
     async def _journal_writer(self) -> None:
         while True:
@@ -198,8 +204,13 @@ class Service:
             await asyncio.sleep(JOURNAL_EVERY)
 
     async def _flush_journal(self) -> None:
-        batch, self._journal = self._journal, {}
-        await self.outbox.journal(batch)
+        batch = self.journal.take()
+        try:
+            await self.outbox.journal(batch)
+        except OutboxFull:
+            for key, value in batch.items():  # keep them for the next try
+                self.journal.pending.setdefault(key, value)
+            raise
 
     async def _heartbeat(self) -> None:
         while True:
@@ -210,44 +221,29 @@ class Service:
     async def _load_journal(self) -> None:
         alive = await self.outbox.get_meta("alive_at")
         self._last_alive = float(alive) if alive else None
-        for file, data, updated_at in await self.outbox.journaled():
-            try:
-                rec = load_recording(data)
-            except (KeyError, ValueError, TypeError) as exc:
-                log.error("journal entry for %s cannot be read (%s): left for catch-up", file, exc)
-                continue
-            self._orphans.append((rec, updated_at))
+        self._orphans = await self.outbox.journaled()
         if self._orphans:
             log.info("%d call(s) were in progress when the service stopped: resuming them "
                      "once Asterisk says which are still up", len(self._orphans))
 
     def _resume_orphans(self, live_ids: set[str], pbx_restarted: bool) -> None:
-        now = self.clock()
-        for rec, updated_at in self._orphans:
-            if rec.channel.uniqueid in live_ids and not pbx_restarted:
-                rec.notes.append("the service restarted during this call")
-                self.tracker.adopt(rec, now)
-                self._on_opened(rec)
-                continue
-            # The call ended while the service was down: finish it from the journal.
-            end = max(updated_at, self._last_alive or updated_at)
-            for seg in (*rec.left, *rec.right):
-                if seg.since is not None:
-                    seg.talk += max(0.0, end - seg.since)
-                    seg.since = None
-                    seg.last = end
-            rec.ended = end
-            if pbx_restarted:
-                rec.end_reason = "pbx_restart"
-                rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
-            else:
-                rec.end_reason = "gap"
-                rec.notes.append(
-                    "finished after a service restart: the call ended while the service was "
-                    "down; its end time is the last moment the service was running"
-                )
+        if not self._orphans:
+            return
+        rate = self.config.recordings.sample_rate
+        adopted, finished, bad = self.journal.restore(
+            self._orphans, self.tracker, live_ids,
+            pbx_restarted=pbx_restarted, last_alive=self._last_alive, now=self._now(),
+            audio_seconds=lambda rec: recording_seconds(
+                map_path(rec.file, self.config), rec.mode, rate),
+        )
+        self._orphans = []
+        for rec in adopted:
+            self._on_opened(rec)
+        for rec in finished:
             self._on_closed(rec)
-        self._orphans.clear()
+        for key in bad:
+            log.error("journal entry %s cannot be read: left for catch-up", key)
+        self._journal_wake.set()
 
     async def _intake(self) -> None:
         while True:
@@ -302,24 +298,29 @@ class Service:
             if self.pbx_id is None:
                 await self._learn_pbx_id(session)
             restarted = await self._pbx_restarted(session)
-            at = gap if gap is not None else self.clock()
+            at = gap if gap is not None else self._now()
             if restarted and self.tracker.recordings:
                 for rec in self.tracker.close_all("pbx_restart", at):
                     rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
                 self.tracker.forget_all()
-            live = await self._live_channels(session)
-            closed = self.tracker.reconcile(live, at)
-            if closed:
-                log.warning(
-                    "%d recording(s) ended while AMI was disconnected; finished from what "
-                    "was known", len(closed),
-                )
-            self._resume_orphans({ev.get("Uniqueid", "") for ev in live}, restarted)
-            await self._discover_recordings(session, live)
+            # Events after the channel list are held back until the tracker has
+            # caught up with it, so a call cannot move on in between.
+            live = await self._live_channels(session, hold=True)
+            try:
+                closed = self.tracker.reconcile(live, at)
+                if closed:
+                    log.warning(
+                        "%d recording(s) ended while AMI was disconnected; finished from what "
+                        "was known", len(closed),
+                    )
+                self._resume_orphans({ev.get("Uniqueid", "") for ev in live}, restarted)
+                await self._discover_recordings(session, live)
+            finally:
+                session.release()
             while True:  # a missed Hangup must not keep a call open for ever
                 await asyncio.sleep(RESYNC_EVERY)
                 live = await self._live_channels(session)
-                self.tracker.reconcile(live, self.clock())
+                self.tracker.reconcile(live, self._now())
         except (TimeoutError, ConnectionError) as exc:
             log.warning("AMI resync after connect failed: %s", exc)
 
@@ -337,19 +338,25 @@ class Service:
             file = reply.get("Value", "") if hasattr(reply, "get") else ""
             if not file or file == "(null)" or await self.outbox.has_file(file):
                 continue
-            rec = self.tracker.discovered(uid, file, self.clock())
+            rec = self.tracker.discovered(uid, file, self._now())
             if rec is not None:
                 log.info("found recording %s running on %s: tracking it", file, ch.name)
 
-    async def _live_channels(self, session: AmiSession) -> list[dict[str, str]]:
-        reply = await session.action({"Action": "CoreShowChannels"}, as_list=True)
+    async def _live_channels(
+        self, session: AmiSession, hold: bool = False
+    ) -> list[dict[str, str]]:
+        reply = await session.action({"Action": "CoreShowChannels"}, as_list=True, hold=hold)
         if not isinstance(reply, list):
             raise ConnectionError(f"CoreShowChannels refused: {reply.get('Message', reply)}")
         return [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
 
     def _on_disconnected(self) -> None:
         if self._gap_started is None:
-            self._gap_started = self.clock()
+            self._gap_started = self._now()
+
+    def _now(self) -> float:
+        """Now, on Asterisk's clock (event times), so times of one call never mix clocks."""
+        return self.tracker.asterisk_time(self.clock())
 
     async def _learn_pbx_id(self, session: AmiSession) -> None:
         name = ""
@@ -387,7 +394,7 @@ def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
         state, code = "skipped", "unanswered"
     elif outcome.set_aside:
         state = "set_aside"
-        code = "users" if "MiiTel user" in outcome.set_aside else "number"
+        code = outcome.set_aside_code or "users"
     parties = None
     if outcome.call_data is not None:
         parties = [
@@ -410,3 +417,5 @@ def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
 
 def _clean_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:-]", "-", text.strip())[:64].strip("-")
+
+

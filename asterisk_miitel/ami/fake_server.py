@@ -194,6 +194,8 @@ class FakeAmi:
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
         while self._next < len(self.events):
+            if writer.is_closing():
+                return  # the listener is gone: resume where it left off
             index = self._next
             self._next += 1
             writer.write(self.events[index])

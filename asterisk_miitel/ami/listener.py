@@ -55,9 +55,20 @@ class AmiSession:
         self._timeout = timeout
         self.version = protocol.version
 
-    async def action(self, action: dict[str, Any], *, as_list: bool | None = None) -> Any:
-        future = self._protocol.send_action(action, as_list=as_list)
-        return await asyncio.wait_for(future, self._timeout)
+    async def action(
+        self, action: dict[str, Any], *, as_list: bool | None = None, hold: bool = False
+    ) -> Any:
+        """Run an action. `hold`: events after its answer wait until release()."""
+        future = self._protocol.send_action(action, as_list=as_list, hold=hold)
+        try:
+            return await asyncio.wait_for(future, self._timeout)
+        except BaseException:
+            if hold:
+                self.release()
+            raise
+
+    def release(self) -> None:
+        self._protocol.release()
 
 
 class AmiListener:

@@ -26,6 +26,7 @@ from .parser import AmiParser, Message
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[Message, float], None]
+MAX_HELD = 100_000  # a resync that takes too long stops holding events back
 
 
 class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
@@ -41,6 +42,10 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
         )
         self.last_received = time.monotonic()
         self.bytes_received = 0
+        # While resyncing (CoreShowChannels, Getvar), events that follow the
+        # snapshot are held back, so the snapshot and the event stream line up.
+        self._hold_after: str | None = None  # ActionID whose completion starts holding
+        self.held: list[tuple[Message, float]] | None = None
 
     # -- panoramisk hooks ---------------------------------------------------
 
@@ -64,8 +69,14 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
             action_id = msg.get("ActionID")
             if action_id is not None and action_id in responses:
                 self.handle_message(PanoramiskMessage(msg))
+                if action_id == self._hold_after and action_id not in responses:
+                    self._hold_after = None
+                    self.held = []  # the snapshot is complete: hold what follows
             elif "Event" in msg:
-                sink(msg, now)
+                if self.held is not None and len(self.held) < MAX_HELD:
+                    self.held.append((msg, now))
+                else:
+                    sink(msg, now)
             # A Response without a pending action (e.g. after a timeout) is dropped.
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -93,11 +104,25 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
 
     # -- actions --------------------------------------------------------------
 
-    def send_action(self, action: dict[str, Any], *, as_list: bool | None = None) -> Any:
-        """Send an AMI action; the future gets the response (or list)."""
+    def send_action(
+        self, action: dict[str, Any], *, as_list: bool | None = None, hold: bool = False
+    ) -> Any:
+        """Send an AMI action; the future gets the response (or list).
+
+        `hold`: once the answer is complete, hold events back until release().
+        """
         act = actions.Action(action, as_list=as_list)
+        if hold:
+            self._hold_after = act.id
         # panoramisk's Action creates its future on the current event loop.
         return self.send(act, as_list=as_list)
+
+    def release(self) -> None:
+        """Deliver the held events, in order, and stop holding."""
+        held, self.held = self.held, None
+        self._hold_after = None
+        for msg, at in held or ():
+            self.sink(msg, at)
 
 
 class _NoFactory:

@@ -95,6 +95,7 @@ class Outcome:
     audio: AudioPlan
     skip: str | None = None  # not sent, by design (e.g. unanswered, no audio)
     set_aside: str | None = None  # cannot be sent as it is: a person must act
+    set_aside_code: str | None = None  # users | number | schema | incomplete
     explain: tuple[str, ...] = ()
     end_reason: str | None = None
     notes: tuple[str, ...] = field(default=())
@@ -316,10 +317,22 @@ def _unanswered(
     if caller.is_local and caller.local_peer is not None:
         caller = _real_behind(caller.local_peer) or caller
     from_party = resolver.describe(caller)
-    if not rec.voicemail_only and "b" in _option_letters(rec.options):
+    if rec.incomplete:
+        reason = (
+            "the service was down while this call was answered and ended, and who answered "
+            "is not known; its recording exists. Check the call (CDR), then map it by hand "
+            "or `asterisk-miitel retry --force` to send it as a missed call"
+        )
+        explain.append(reason)
+        return Outcome(rec.file, None, audio, set_aside=reason, set_aside_code="incomplete",
+                       explain=tuple(explain), end_reason=rec.end_reason, ended_at=rec.ended)
+    vm_instead = rec.channel.vm_file is not None and not rec.channel.vm_recorded
+    if not rec.voicemail_only and ("b" in _option_letters(rec.options) or vm_instead):
         # MixMonitor's b option writes only bridged audio: nobody was bridged,
         # so the file is empty (a voicemail message is sent on its own).
-        reason = "nobody was bridged and MixMonitor's b option recorded nothing"
+        reason = ("the caller's voicemail message is sent instead of this recording"
+                  if vm_instead else
+                  "nobody was bridged and MixMonitor's b option recorded nothing")
         explain.append(reason)
         return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
                        end_reason=rec.end_reason, ended_at=rec.ended)
@@ -460,18 +473,24 @@ def _assemble(
 ) -> Outcome:
     parties = list(parties)
     tags, queue, group = _collect(rec)
-    problems = [p.number_problem for _, p, _ in parties if p.number_problem]
+    number_problems = [p.number_problem for _, p, _ in parties if p.number_problem]
+    problems = list(number_problems)
     refs = [
         PartyRef(side, p.miitel_user_id is not None, p.extension, f"{p.number} ({p.channel})")
         for side, p, _ in parties
     ]
-    problems += missing_user_ids(
+    user_problems = missing_user_ids(
         event_type, refs, answered=answered is not None, grouped=group is not None
     )
+    problems += user_problems
     if audio.channel_type == "MONAURAL":
         # No sides in a mono file: FROM left, TO right, as MiiTel's samples do.
         parties = [(side, p, "left" if side == "FROM" else "right") for side, p, _ in parties]
     ends = rec.ended if rec.ended is not None else starts
+    # Times from different sources (a journal, a resync) must still read
+    # start <= answer <= end, as MiiTel requires.
+    if answered is not None:
+        answered = min(max(answered, min(starts, ends)), ends)
     try:
         call_data = CallData(
             call_data_id=call_data_id(ctx.pbx_id, recording_key(rec)),
@@ -499,11 +518,15 @@ def _assemble(
     except ValidationError as exc:  # a bug or an impossible value: say which
         problems.append(f"call_data does not fit MiiTel's schema: {exc.errors()[0]['msg']}")
         call_data = None
+    code = None
+    if problems:
+        code = "schema" if call_data is None else "number" if number_problems else "users"
     return Outcome(
         rec.file,
         call_data,
         audio,
         set_aside="; ".join(problems) if problems else None,
+        set_aside_code=code,
         explain=tuple(explain),
         end_reason=rec.end_reason,
         notes=tuple(rec.notes),

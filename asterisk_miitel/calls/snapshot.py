@@ -35,6 +35,7 @@ def dump_recording(rec: Recording) -> dict[str, Any]:
             channels[ch.uniqueid] = data
             data["dialled_by"] = ref(ch.dialled_by, depth + 1)
             data["local_peer"] = ref(ch.local_peer, depth + 1)
+            data["dial_targets"] = [ref(t, depth + 1) for t in ch.dial_targets or ()]
             data["transfer"] = _dump_transfer(ch.transfer, ref, depth)
             data["made_transfer"] = _dump_transfer(ch.made_transfer, ref, depth)
         return ch.uniqueid
@@ -71,6 +72,8 @@ def load_recording(data: dict[str, Any]) -> Recording:
         ch = built[uid]
         ch.dialled_by = _lookup(built, fields.get("dialled_by"))
         ch.local_peer = _lookup(built, fields.get("local_peer"))
+        targets = [built[t] for t in fields.get("dial_targets") or () if t in built]
+        ch.dial_targets = targets or None
         ch.transfer = _load_transfer(fields.get("transfer"), built)
         ch.made_transfer = _load_transfer(fields.get("made_transfer"), built)
     rec = Recording(

@@ -117,6 +117,8 @@ class Recording:
     transmit: str | None = None
     mixmonitor_id: str | None = None
     voicemail_only: bool = False  # the voicemail message file, no MixMonitor
+    incomplete: bool = False  # finished from the journal: audio, but who answered is unknown
+    resumed: bool = False  # adopted from the journal or found running: its past may be partial
     ended: float | None = None
     end_reason: EndReason | None = None
     # LEFT carries the audio coming from the recorded channel: normally that

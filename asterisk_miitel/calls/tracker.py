@@ -26,6 +26,7 @@ Event = Mapping[str, str]
 OnClosed = Callable[[Recording], None]
 OnOpened = Callable[[Recording], None]
 OnChanged = Callable[[Recording], None]
+OnGone = Callable[[Channel], None]
 
 _NO_NUMBER = ("", "<unknown>")
 
@@ -51,11 +52,13 @@ class CallTracker:
         on_closed: OnClosed,
         on_opened: OnOpened | None = None,
         on_changed: OnChanged | None = None,
+        on_gone: OnGone | None = None,
     ) -> None:
         self.on_closed = on_closed
         self.on_opened = on_opened
         # Called when a party joins an open recording (the service journals it).
         self.on_changed = on_changed
+        self.on_gone = on_gone  # a channel hung up
         self.channels: dict[str, Channel] = {}
         self.bridges: dict[str, list[Channel]] = {}
         self.recordings: dict[str, Recording] = {}  # open ones, by file
@@ -64,6 +67,10 @@ class CallTracker:
         # Channels that hung up lately: a late or duplicated event about one
         # must not bring it back as a zombie that never hangs up again.
         self._dead: dict[str, None] = {}
+        # Asterisk's clock (event Timestamps) and ours may differ: remember the
+        # latest event's time and when it arrived, to say "now" in Asterisk time.
+        self._last_ts: float | None = None
+        self._last_rx = 0.0
         self._handlers: dict[str, Callable[[Event, float], None]] = {
             "Newchannel": self._newchannel,
             "Newstate": self._newstate,
@@ -106,6 +113,8 @@ class CallTracker:
                 ts = float(stamp)
             except ValueError:
                 pass
+        self._last_ts = ts
+        self._last_rx = received_at
         try:
             handler(event, ts)
         except Exception as exc:  # a malformed event must cost nothing else
@@ -113,6 +122,12 @@ class CallTracker:
             text = f"ignored a malformed {name} event ({type(exc).__name__}: {exc})"
             self.stats.note(text)
             log.warning("%s; Uniqueid=%s", text, event.get("Uniqueid", "?"))
+
+    def asterisk_time(self, wall: float) -> float:
+        """`wall` (time.time()) on Asterisk's clock, as far as its events tell."""
+        if self._last_ts is None:
+            return wall
+        return self._last_ts + (wall - self._last_rx)
 
     def close_all(self, reason: EndReason, at: float) -> list[Recording]:
         """Close every open recording (AMI gap, PBX restart, shutdown)."""
@@ -150,34 +165,51 @@ class CallTracker:
     def adopt(self, rec: Recording, at: float) -> Recording:
         """Take over a journaled recording whose channel is still up (after a restart).
 
-        The live channel (from CoreShowChannels) keeps its current state; the
-        recording's history (parties, transfers) comes from the journal.
+        Channels that are still up keep their live state and gain what the
+        journal knew of their past (who dialled whom, transfers, tags); the
+        recording's history (parties so far) comes from the journal.
         """
-        live = self.channels.get(rec.channel.uniqueid)
-        if live is not None:
-            for field in ("created", "context", "exten", "dialled_by", "originated", "did",
-                          "ampuser", "queue", "queue_label", "group", "tags", "transfer",
-                          "made_transfer", "voicemail_box"):
-                value = getattr(rec.channel, field)
-                if value not in (None, "", False):
-                    setattr(live, field, value)
-            live.partial = False
-            for segments in (rec.left, rec.right):
-                for seg in segments:
-                    if seg.party is rec.channel:
-                        seg.party = live
-            rec.seen = [live if c is rec.channel else c for c in rec.seen]
-            rec.channel = live
-        else:
-            self.channels[rec.channel.uniqueid] = rec.channel
-        ch = rec.channel
+        mapping = self.merge_history(rec)
+        for seg in (*rec.left, *rec.right):
+            seg.party = mapping.get(seg.party.uniqueid, seg.party)
+        rec.seen = [mapping.get(c.uniqueid, c) for c in rec.seen]
+        rec.channel = ch = mapping[rec.channel.uniqueid]
+        self.channels.setdefault(ch.uniqueid, ch)
         if ch.recordings is None:
             ch.recordings = []
         ch.recordings.append(rec)
         self.recordings[rec.file] = rec
         self.stats.recordings_opened += 1
-        self._refresh([ch], at)
+        self._refresh(self._component(ch), at)
         return rec
+
+    def merge_history(self, rec: Recording) -> dict[str, Channel]:
+        """Give live channels what a journaled recording knew of their past.
+
+        Returns uniqueid -> the channel object to use from now on (the live
+        one where the channel is still up, else the journal's).
+        """
+        known = _reachable(rec)
+        mapping: dict[str, Channel] = {}
+        for uid, old in known.items():
+            live = self.channels.get(uid)
+            if live is None:
+                mapping[uid] = old
+                continue
+            for name in _HISTORY:
+                # Where the call started (context, exten) is history: a live
+                # snapshot shows where the channel is now (after a transfer,
+                # the transferer's context), so the journal wins there.
+                if getattr(old, name) and (
+                    name in _JOURNAL_WINS or getattr(live, name) in (None, "", False)
+                ):
+                    setattr(live, name, getattr(old, name))
+            live.created = min(live.created, old.created)
+            live.partial = False
+            mapping[uid] = live
+        for ch in {id(c): c for c in mapping.values()}.values():
+            _remap(ch, mapping)
+        return mapping
 
     def discovered(self, uniqueid: str, file: str, at: float) -> Recording | None:
         """A recording found running on a live channel (MIXMONITOR_FILENAME read
@@ -186,6 +218,7 @@ class CallTracker:
         if ch is None or file in self.recordings:
             return None
         rec = self._open(ch, file, at, "")
+        rec.resumed = True
         rec.notes.append(
             "the service was not connected when this recording started: its start time "
             "and the parties before then are not known"
@@ -316,6 +349,8 @@ class CallTracker:
             base = ch.name.rpartition(";")[0]
             if self._locals.get(base) is ch:
                 del self._locals[base]
+        if self.on_gone is not None:
+            self.on_gone(ch)
 
     # -- dialling ---------------------------------------------------------------------
 
@@ -337,6 +372,8 @@ class CallTracker:
             targets.append(dest)
         for rec in self._recordings_near(caller):
             rec.see(dest)
+            if self.on_changed is not None:
+                self.on_changed(rec)  # the journal learns whom the call rang
 
     def _dial_end(self, event: Event, ts: float) -> None:
         status = event.get("DialStatus")
@@ -454,6 +491,18 @@ class CallTracker:
             recs.extend(member.recordings or ())
         return recs
 
+    def _touch(self, ch: Channel) -> None:
+        """Something the classifier reads changed on `ch` (a tag, a queue, a
+        transfer): open recordings of its conversation are journaled again."""
+        if self.on_changed is None:
+            return
+        seen: set[int] = set()
+        for member in self._component(ch):
+            for rec in member.recordings or ():
+                if id(rec) not in seen:
+                    seen.add(id(rec))
+                    self.on_changed(rec)
+
     # -- recordings -----------------------------------------------------------------------
 
     def _mixmonitor_start(self, event: Event, ts: float) -> None:
@@ -462,6 +511,8 @@ class CallTracker:
             return
         file = ch.pending_file
         if not file:
+            if ch.partial:
+                return  # seen mid-call: the resync asks the channel for its file
             text = (
                 f"MixMonitorStart on {ch.name} without its MIXMONITOR_FILENAME: the recording "
                 "cannot be found (is VarSet filtered out in manager.conf?)"
@@ -547,14 +598,18 @@ class CallTracker:
         elif var == "VM_MESSAGEFILE":
             if value:
                 ch.vm_file = value
+                self._touch(ch)
                 # A MixMonitor that records unbridged audio too (no `b`) already
                 # holds the message: send that. With `b` it holds nothing.
-                if any("b" not in option_letters(r.options) for r in ch.recordings or ()):
+                if any(r.options and "b" not in option_letters(r.options)
+                       for r in ch.recordings or ()):
                     ch.vm_recorded = True
         elif var == "FROM_DID":
             ch.did = value or ch.did
+            self._touch(ch)
         elif var == "AMPUSER":
             ch.ampuser = value or ch.ampuser
+            self._touch(ch)
 
     def _newexten(self, event: Event, ts: float) -> None:
         app = _APPS.get(event.get("Application", "").lower())
@@ -569,6 +624,7 @@ class CallTracker:
         elif app == "VoiceMail":
             box = data.split(",", 1)[0].split("&", 1)[0]
             ch.voicemail_box = box or ch.voicemail_box
+            self._touch(ch)
         elif app == "Queue":
             ch.queue = ch.queue or data.split(",", 1)[0] or None
 
@@ -598,10 +654,13 @@ class CallTracker:
             value = event.get("Tag", "")
             if value:
                 ch.add_tag(value)
+                self._touch(ch)
         elif kind == "MiiTelGroup":
             ch.group = event.get("Group") or ch.group
+            self._touch(ch)
         elif kind == "MiiTelQueue":
             ch.queue_label = event.get("Queue") or ch.queue_label
+            self._touch(ch)
 
     # -- transfers and queues -------------------------------------------------------------
 
@@ -616,6 +675,8 @@ class CallTracker:
         transferee.transfer = t
         if transferer is not None:
             transferer.made_transfer = t
+            self._touch(transferer)
+        self._touch(transferee)
 
     def _attended_transfer(self, event: Event, ts: float) -> None:
         if event.get("Result", "Success") != "Success":
@@ -630,21 +691,65 @@ class CallTracker:
         for ch in (transferer, second):
             if ch is not None:
                 ch.made_transfer = t
+        for ch in (transferer, second, transferee):
+            if ch is not None:
+                self._touch(ch)
 
     def _queue_join(self, event: Event, ts: float) -> None:
         ch = self._channel(event, ts)
         queue = event.get("Queue")
         if ch is not None and queue:
             ch.queue = queue
+            self._touch(ch)
 
     def _agent_connect(self, event: Event, ts: float) -> None:
         member = self._channel(event, ts, "Dest")
         queue = event.get("Queue")
         if member is not None and queue:
             member.queue = queue
+            self._touch(member)
 
 
 DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
+# What a journal knows of a channel's past that a live snapshot cannot tell.
+_HISTORY = ("context", "exten", "dialled_by", "dial_string", "dial_targets", "originated", "did",
+            "ampuser", "queue", "queue_label", "group", "tags", "voicemail_box", "vm_file",
+            "transfer", "made_transfer", "local_peer")
+
+
+_JOURNAL_WINS = frozenset({"context", "exten", "dialled_by", "originated"})
+
+
+def _reachable(rec: Recording) -> dict[str, Channel]:
+    """Every channel a recording refers to, directly or through another channel."""
+    found: dict[str, Channel] = {}
+    todo = [rec.channel, *(s.party for s in (*rec.left, *rec.right)), *rec.seen]
+    while todo:
+        ch = todo.pop()
+        if ch.uniqueid in found:
+            continue
+        found[ch.uniqueid] = ch
+        todo.extend(c for c in (ch.dialled_by, ch.local_peer) if c is not None)
+        todo.extend(ch.dial_targets or ())
+        for t in (ch.transfer, ch.made_transfer):
+            if t is not None:
+                todo.extend(c for c in (t.transferer, t.transferee) if c is not None)
+    return found
+
+
+def _remap(ch: Channel, mapping: dict[str, Channel]) -> None:
+    def m(c: Channel | None) -> Channel | None:
+        return mapping.get(c.uniqueid, c) if c is not None else None
+
+    ch.dialled_by = m(ch.dialled_by)
+    ch.local_peer = m(ch.local_peer)
+    if ch.dial_targets:
+        ch.dial_targets = [mapping.get(t.uniqueid, t) for t in ch.dial_targets]
+    for t in (ch.transfer, ch.made_transfer):
+        if t is not None:
+            t.transferer = m(t.transferer)
+            t.transferee = m(t.transferee)
+
 
 _VARS = frozenset(
     {"MIXMONITOR_FILENAME", "VM_MESSAGEFILE", "FROM_DID", "AMPUSER"}
