@@ -82,7 +82,8 @@ class Service:
         self._closed: asyncio.Queue[Recording] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._gap_started: float | None = None
-        self._held: list[NewCall] = []  # calls the outbox could not take (disk full)
+        # Calls the outbox could not take yet (disk full), with their journal key.
+        self._held: list[tuple[NewCall, str]] = []
         self.accepting = True
         self.journal = Journal()
         self._journal_wake = asyncio.Event()
@@ -200,7 +201,7 @@ class Service:
             try:
                 await self._flush_journal()
             except OutboxFull as exc:
-                log.critical("%s: open calls are not journaled until it can be written", exc)
+                self._outbox_full(exc)
             await asyncio.sleep(JOURNAL_EVERY)
 
     async def _flush_journal(self) -> None:
@@ -213,10 +214,15 @@ class Service:
             raise
 
     async def _heartbeat(self) -> None:
+        beat = 0.0
         while True:
             with contextlib.suppress(OutboxFull):
-                await self.outbox.set_meta("alive_at", repr(self.clock()))
-            await asyncio.sleep(HEARTBEAT_EVERY)
+                if self._held:
+                    await self._flush_held()
+                if time.monotonic() - beat >= HEARTBEAT_EVERY:
+                    await self.outbox.set_meta("alive_at", repr(self.clock()))
+                    beat = time.monotonic()
+            await asyncio.sleep(1.0 if self._held else HEARTBEAT_EVERY)
 
     async def _load_journal(self) -> None:
         alive = await self.outbox.get_meta("alive_at")
@@ -253,8 +259,8 @@ class Service:
                 assert self.pbx_id is not None
                 outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
                 await self._queue(outcome)
-            except OutboxFull as exc:
-                log.critical("%s: not taking new calls until it can be written", exc)
+            except OutboxFull:
+                pass  # held, said once by _flush_held, retried by the heartbeat
             except Exception:
                 self.stats.intake_errors += 1
                 log.exception("could not assemble the call for %s", rec.file)
@@ -270,24 +276,38 @@ class Service:
         elif outcome.set_aside:
             self.stats.set_aside_at_intake += 1
             calls_log.warning("call %s: set aside: %s", call.id, outcome.set_aside)
-        try:
-            for held in list(self._held):
-                await self.outbox.add(held)
-                self._held.remove(held)
-            added = await self.outbox.add(call, closes=outcome.file)
-        except OutboxFull:
+        self._held.append((call, outcome.file))
+        await self._flush_held()
+
+    async def _flush_held(self) -> None:
+        """Queue held calls in order. OutboxFull leaves them held (in memory)."""
+        while self._held:
+            call, closes = self._held[0]
+            try:
+                added = await self.outbox.add(call, closes=closes)
+            except OutboxFull as exc:
+                self._outbox_full(exc)
+                raise
+            self._held.pop(0)
+            if added:
+                self.stats.queued += 1
+            else:
+                self.stats.duplicates += 1
+                log.info("call %s was already in the outbox: not queued twice", call.id)
+        if not self.accepting:
+            self.accepting = True
+            log.warning("the outbox can be written again: every held call is queued")
+        if self.sender is not None:
+            self.sender.wake()
+
+    def _outbox_full(self, exc: OutboxFull) -> None:
+        """Said once per episode, loudly; calls wait in memory meanwhile."""
+        if self.accepting:
             self.accepting = False
-            if len(self._held) < 10_000:
-                self._held.append(call)
-            raise
-        self.accepting = True
-        if added:
-            self.stats.queued += 1
-            if self.sender is not None:
-                self.sender.wake()
-        else:
-            self.stats.duplicates += 1
-            log.info("call %s was already in the outbox: not queued twice", call.id)
+            log.critical(
+                "%s: the disk holding the outbox is full; finished calls are held in memory "
+                "(%d now) and nothing new is written until it has room", exc, len(self._held),
+            )
 
     # -- AMI session hooks ------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class Sender:
         self._convert_slots = asyncio.Semaphore(2)  # CPU and disk bound: two at a time
         self._warned_no_url = False
         self._last_disk_warning = 0.0
+        self._last_full_warning = 0.0
 
     # -- control ----------------------------------------------------------------------
 
@@ -181,13 +182,16 @@ class Sender:
                     return  # rescheduled: run() picks it up again when due
                 row = new
         except OutboxFull as exc:
-            log.critical("call %s: %s; it stays at its last saved step", call_id, exc)
+            now = self._clock()
+            if now - self._last_full_warning > 60:  # the service says it loudly, once
+                self._last_full_warning = now
+                log.warning("call %s: %s; it stays at its last saved step", call_id, exc)
             await asyncio.sleep(5)
 
     async def _prepare(self, row: Row) -> None:
         plan = AudioPlan.from_dict(row.audio)
         if not plan.expect_audio:
-            await self.outbox.update(row.id, state="ready", prepared=None)
+            await self._save(row.id, state="ready", prepared=None)
             return
         try:
             file = await self._voicemail_file(plan) if plan.voicemail else plan.file
@@ -211,7 +215,7 @@ class Sender:
         if not waited.finished and waited.reason:
             notes.append(waited.reason)
         call_data = _finalise(row.call_data, prepared)
-        await self.outbox.update(
+        await self._save(
             row.id,
             state="ready",
             call_data=call_data,
@@ -264,7 +268,7 @@ class Sender:
             await self._aside(row, "outcome_unknown", f"unexpected error while posting: {exc}")
             return
         self.stats.posted += 1
-        await self.outbox.update(
+        await self._save(
             row.id,
             state="created",
             upload_url=url,
@@ -316,7 +320,7 @@ class Sender:
 
     async def _finish(self, row: Row, state: str, reason: str | None, sent: int) -> None:
         now = self._clock()
-        await self.outbox.update(
+        await self._save(
             row.id, state=state, reason=reason, uploaded_at=now, upload_url=None,
             next_attempt_at=0, last_error=None,
         )
@@ -349,7 +353,7 @@ class Sender:
         )
 
     async def _aside(self, row: Row, code: str, reason: str) -> None:
-        await self.outbox.set_aside(row.id, code, reason)
+        await self._save(row.id, state="set_aside", reason_code=code, reason=reason)
         self.stats.set_aside += 1
         self.stats.count(f"set_aside:{code}")
         cd = row.call_data or {}
@@ -366,7 +370,7 @@ class Sender:
         delay *= random.uniform(0.8, 1.2)
         if retry_after is not None:
             delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
-        await self.outbox.update(
+        await self._save(
             row.id, state=state, attempts=attempts, next_attempt_at=self._clock() + delay,
             last_error=error,
         )
@@ -374,6 +378,24 @@ class Sender:
         log.info("call %s: %s; retry %d in %.1f s", row.id, error, attempts, delay)
         self._notify("retry", row, {"delay": delay})
         return delay
+
+    async def _save(self, call_id: str, **fields: Any) -> None:
+        """Persist a step. A full disk must not lose what MiiTel already
+        answered (an upload URL, a 200): keep trying until it is written."""
+        delay = 1.0
+        while True:
+            try:
+                await self.outbox.update(call_id, **fields)
+                return
+            except OutboxFull as exc:
+                if self._stopping:
+                    raise
+                now = self._clock()
+                if now - self._last_full_warning > 60:
+                    self._last_full_warning = now
+                    log.warning("call %s: %s; retrying the write", call_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _cleanup(self, row: Row) -> None:
         assert row.prepared is not None

@@ -213,7 +213,9 @@ class Outbox:
                 try:
                     yield db
                 except BaseException:
-                    await db.execute("ROLLBACK")
+                    # SQLite has already rolled back after some errors (disk full).
+                    if db.in_transaction:
+                        await db.execute("ROLLBACK")
                     raise
                 await db.execute("COMMIT")
             except sqlite3.OperationalError as exc:

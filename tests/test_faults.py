@@ -1,0 +1,145 @@
+"""Faults the service must survive without losing or doubling a call, and
+without ever printing a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import shutil
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from asterisk_miitel.ami.fake_server import FakeAmi
+from asterisk_miitel.logs import setup_logging
+from asterisk_miitel.miitel.standin import StandIn
+from asterisk_miitel.service import Service
+
+from .support import DEMO_DIR, service_config
+from .test_kill import RECORDING, burst
+from .test_service import demo_events, done, wait_for
+
+
+def place_recordings(tmp: Path, files: list[str]) -> None:
+    (tmp / "monitor").mkdir(exist_ok=True)
+    for f in files:
+        shutil.copy(DEMO_DIR / RECORDING, tmp / "monitor" / os.path.basename(f))
+
+
+async def test_full_outbox_disk_holds_calls_loudly_and_loses_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events, files = burst(6)
+    place_recordings(tmp_path, files)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, \
+            FakeAmi(events, pace=0.01) as ami:
+        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
+        await service.start()
+        try:
+            # The disk is full: SQLite may not grow the database by a single page.
+            async with service.outbox.db.execute("PRAGMA page_count") as cur:
+                pages = (await cur.fetchone())[0]
+            await service.outbox.db.execute(f"PRAGMA max_page_count = {pages}")
+
+            async def held() -> bool:
+                return len(service._held) >= 3 and ami.finished.is_set()
+            await wait_for(held, 20)
+            assert not service.accepting
+            criticals = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+            assert len(criticals) == 1 and "disk holding the outbox is full" in criticals[0].message
+            # Room again: every held call is queued and sent, none twice.
+            await service.outbox.db.execute("PRAGMA max_page_count = 1073741823")
+            await wait_for(done(service, 6), 30)
+            assert service.accepting and not service._held
+        finally:
+            await service.stop()
+    calls = standin.calls()
+    assert len(calls) == 6 and all(c["post_count"] == 1 and c["status"] == "uploaded" for c in calls)
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_outbox_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    service = Service(service_config(tmp_path, 1, None))
+    await service.start()
+    await service.stop()
+    mode = stat.S_IMODE(os.stat(tmp_path / "outbox.sqlite3").st_mode)
+    assert mode == 0o600
+
+
+async def test_recordings_are_deleted_only_when_configured_and_only_after_a_200(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "monitor").mkdir()
+    original = tmp_path / "monitor" / RECORDING
+    shutil.copy(DEMO_DIR / RECORDING, original)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
+        standin.add_fault(method="PUT", status=500, times=3)
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                recordings={"delete_after_upload": True},
+                                miitel={"retry_base": 0.3})
+        service = Service(config)
+        await service.start()
+        try:
+            async def failing() -> bool:
+                return service.sender is not None and service.sender.stats.retries >= 1
+            await wait_for(failing)
+            assert original.exists()  # a failed upload never costs the recording
+            await wait_for(done(service), 20)
+        finally:
+            await service.stop()
+    assert standin.calls()[0]["status"] == "uploaded"
+    assert not original.exists()
+
+
+async def test_by_default_recordings_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "monitor").mkdir()
+    original = tmp_path / "monitor" / RECORDING
+    shutil.copy(DEMO_DIR / RECORDING, original)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
+        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
+        await service.start()
+        try:
+            await wait_for(done(service))
+        finally:
+            await service.stop()
+    assert original.exists() and not list((tmp_path / "work").glob("*"))
+
+
+async def test_no_secret_in_anything_the_service_prints(tmp_path: Path) -> None:
+    """Every fault at once, every log line at DEBUG: neither the webhook URL,
+    nor its token, nor an upload URL, nor the AMI secret is ever printed."""
+    ami_secret = "Am1-s3cret-Value-42"
+    events, files = burst(3)
+    place_recordings(tmp_path, files)
+    out = io.StringIO()
+    async with StandIn(tmp_path / "miitel", port=0) as standin, \
+            FakeAmi(events, secret=ami_secret, pace=0.01) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                ami={"secret": ami_secret})
+        setup_logging("text", "DEBUG", [ami_secret, standin.webhook_url], stream=out)
+        standin.add_fault(method="POST", status=500, times=1)
+        standin.add_fault(method="POST", process=True, drop="after_body", times=1)
+        standin.add_fault(method="PUT", status=503, times=1)
+        standin.add_fault(method="PUT", drop="after_body", times=1)
+        service = Service(config)
+        await service.start()
+        try:
+            await asyncio.sleep(0.5)
+            ami.cut()  # and an AMI drop
+            await wait_for(done(service, 3), 30)
+        finally:
+            await service.stop()
+            logging.getLogger().handlers.clear()
+        uploads = [c["upload_url"] for c in standin.calls() if c.get("upload_url")]
+    text = out.getvalue()
+    assert "POST" in text and "PUT" in text  # it did log the requests
+    token = standin.webhook_url.rstrip("/").rsplit("/", 1)[-1]
+    for secret in (ami_secret, standin.webhook_url, token, *uploads):
+        assert secret not in text
+    for path in tmp_path.rglob("*.log"):
+        assert token not in path.read_text(errors="replace")
