@@ -365,12 +365,12 @@ def s_inbound_answered(lab: Lab, cap: Capture) -> Truth:
 def s_inbound_voicemail(lab: Lab, cap: Capture) -> Truth:
     cap.start("callee", "uas_noanswer", ip=PHONES["1003"].ip)
     res = cap.run("caller", "uac_voicemail", ip=TRUNK.ip, service="0312345682",
-                  inf=[list(CUSTOMER)], duration_ms=9000)
+                  inf=[list(CUSTOMER)], duration_ms=14000)
     t = Truth("The customer calls DID 0312345682 -> 1003, which rings 8 s and does not "
               "answer; the call goes to VoiceMail(1003@default,u); after the greeting the "
               "customer speaks 6 s and hangs up: the message is VM_MESSAGEFILE.",
               [customer("caller", "talks", "uac_voicemail",
-                        notes="silent through the greeting (9 s), then talks 6 s"),
+                        notes="silent through the greeting (14 s), then talks 6 s"),
                phone("1003", "callee", "silent", "uas_noanswer", "rings, never answers")],
               answered_by="voicemail of 1003", did="0312345682",
               expected={"event_type": "AUTOMATIC_RECORD",

@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_ISDIR = 0x40000000
 _EVENT = struct.Struct("iIII")
 
 
 class CloseWatcher:
-    """Records (time.time(), path) for every file closed after writing in ``dirs``.
+    """Records (time.time(), path) for every file closed after writing in ``dirs``
+    (or moved there complete: VoiceMail records in tmp/ and renames into INBOX/).
 
     Directories created under a watched directory are watched too (voicemail
     creates INBOX folders; FreePBX-style recordings go to YYYY/MM/DD).
@@ -41,7 +43,7 @@ class CloseWatcher:
 
     def _add(self, path: Path) -> None:
         wd = self._libc.inotify_add_watch(self._fd, os.fsencode(path),
-                                          IN_CLOSE_WRITE | IN_CREATE)
+                                          IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE)
         if wd >= 0:
             self._wd[wd] = path
 
@@ -76,7 +78,7 @@ class CloseWatcher:
                     self.created.append((now, str(path)))
                     if mask & IN_ISDIR:
                         self._add_tree(path)
-                elif mask & IN_CLOSE_WRITE:
+                elif mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
                     self.closed.append((now, str(path)))
 
     def close(self) -> None:

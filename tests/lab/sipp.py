@@ -162,40 +162,38 @@ def repeat_rtp_pcap(data: bytes, seconds: float, *, silence: bool = False) -> by
         off += 16 + incl
     if not packets:
         raise ValueError("empty pcap")
-    t_first = packets[0][0]
     rtp_at = 14 + 20 + 8  # Ethernet + IPv4 (no options) + UDP
+    quiet = {ALAW_SILENCE, ALAW_SILENCE ^ 0x80}
+    if not silence:  # start with speech: sip-tester's pcap opens with 0.6 s of silence
+        first = next((i for i, (_t, pkt) in enumerate(packets)
+                      if set(pkt[rtp_at + 12:]) - quiet), 0)
+        packets = packets[first:] + packets[:first]
 
     def seq_ts(pkt: bytes) -> tuple[int, int]:
         seq, ts = struct.unpack(">HI", pkt[rtp_at + 2:rtp_at + 8])
         return seq, ts
 
+    t_first = min(t for t, _ in packets)
     seq0, ts0 = seq_ts(packets[0][1])
-    frame = seq_ts(packets[1][1])[1] - ts0 if len(packets) > 1 else 160
-    per_loop_ts = seq_ts(packets[-1][1])[1] - ts0 + frame
-    step = per_loop_ts / 8000.0
+    frame_ts = 240
+    if len(packets) > 1:
+        frame_ts = (seq_ts(packets[1][1])[1] - ts0) & 0xFFFFFFFF or 240
+    frame_dt = frame_ts / 8000.0
     out = bytearray(header)
-    loop = 0
-    n = 0
-    while True:
-        for t, pkt in packets:
-            when = t_first + loop * step + (t - t_first)
-            if when - t_first > seconds:
-                return bytes(out)
-            body = bytearray(pkt)
-            ts = seq_ts(pkt)[1]
-            struct.pack_into(">H", body, rtp_at + 2, (seq0 + n) & 0xFFFF)
-            struct.pack_into(">I", body, rtp_at + 4, (ts + loop * per_loop_ts) & 0xFFFFFFFF)
-            struct.pack_into(">H", body, 14 + 20 + 6, 0)  # UDP checksum: none
-            if silence:
-                header_len = 12 + 4 * (body[rtp_at] & 0x0F)
-                start = rtp_at + header_len
-                body[start:] = bytes([ALAW_SILENCE]) * (len(body) - start)
-            sec = int(when)
-            out += struct.pack("<IIII", sec, round((when - sec) * 1e6) % 1000000,
-                               len(body), len(body))
-            out += body
-            n += 1
-        loop += 1
+    for n in range(int(seconds / frame_dt)):
+        body = bytearray(packets[n % len(packets)][1])
+        struct.pack_into(">H", body, rtp_at + 2, (seq0 + n) & 0xFFFF)
+        struct.pack_into(">I", body, rtp_at + 4, (ts0 + n * frame_ts) & 0xFFFFFFFF)
+        struct.pack_into(">H", body, 14 + 20 + 6, 0)  # UDP checksum: none
+        if silence:
+            start = rtp_at + 12 + 4 * (body[rtp_at] & 0x0F)
+            body[start:] = bytes([ALAW_SILENCE]) * (len(body) - start)
+        when = t_first + n * frame_dt
+        sec = int(when)
+        out += struct.pack("<IIII", sec, round((when - sec) * 1e6) % 1000000,
+                           len(body), len(body))
+        out += body
+    return bytes(out)
 
 
 def write_inf(path: Path, rows: Sequence[Sequence[str]]) -> None:
