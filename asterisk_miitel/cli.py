@@ -23,6 +23,8 @@ examples:
   asterisk-miitel status                        calls by state, latest problems
   asterisk-miitel retry --all-set-aside         re-queue calls after fixing their cause
   asterisk-miitel mock-miitel --port 8765       a local MiiTel stand-in for staging
+  asterisk-miitel check                         is everything ready? one line per check
+  asterisk-miitel users import users.csv        extension -> MiiTel user map from a spreadsheet
 """
 
 
@@ -31,10 +33,15 @@ class UserError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    # SUPPRESS: an option given before the command must survive the command's
+    # own copy of it (`asterisk-miitel --config x status`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML config file (default: $ASTERISK_MIITEL_CONFIG)")
-    common.add_argument("--log-format", choices=["text", "json"], help="log format")
-    common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML config file (default: $ASTERISK_MIITEL_CONFIG)")
+    common.add_argument("--log-format", choices=["text", "json"], default=argparse.SUPPRESS,
+                        help="log format")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="verbose logs and tracebacks")
 
     parser = argparse.ArgumentParser(
         prog="asterisk-miitel",
@@ -77,6 +84,27 @@ def _parser() -> argparse.ArgumentParser:
                "asterisk-miitel mock-miitel --port 8765 --data-dir /tmp/miitel")
     mock.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
+    check = add("check", "check AMI, MiiTel's host, folders and users before going live",
+                "asterisk-miitel check --config /etc/asterisk-miitel/config.toml")
+    check.add_argument("--listen", type=float, default=5.0, metavar="SECONDS",
+                       help="how long to watch AMI events (make a call meanwhile; default 5)")
+
+    users = sub.add_parser("users", help="the extension -> MiiTel user map",
+                           description="the extension -> MiiTel user map")
+    users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    imp = users_sub.add_parser(
+        "import", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="import users from a CSV (extension,miitel_user_id,name,number)",
+        description="check every row of a CSV and write the config's users_file",
+        epilog="example:\n  asterisk-miitel users import users.csv --dry-run",
+    )
+    imp.add_argument("file", help="CSV with a header row, UTF-8 (Excel: CSV UTF-8)")
+    imp.add_argument("--output", metavar="FILE",
+                     help="users file to write (default: the config's users_file)")
+    imp.add_argument("--replace", action="store_true",
+                     help="the CSV is the whole list: drop extensions it does not have")
+    imp.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
+
     demo = add("demo", "send a bundled real call through the service to a local MiiTel stand-in",
                "asterisk-miitel demo")
     demo.add_argument("--keep", metavar="DIR", help="keep the demo's files in DIR")
@@ -95,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return standin_main(args_list[index + 1 :])
     parser = _parser()
     args = parser.parse_args(args_list)
+    for name, default in (("config", None), ("log_format", None), ("debug", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     if args.command is None:
         parser.print_help()
         return 2
@@ -132,11 +163,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep, debug=args.debug))
+    if args.command == "users":
+        # Before _config(): the users file the import creates may not exist yet.
+        from .ops.users import users_import_main
+
+        return users_import_main(args.file, args.config, output=args.output,
+                                 replace=args.replace, dry_run=args.dry_run)
     config = _config(args)
+    if args.command == "check":
+        from .ops.check import check_main
+
+        return check_main(config, listen_seconds=args.listen)
     if args.command == "run":
         from .service import Service
 
-        asyncio.run(Service(config).run_until_signalled(args.stop_deadline))
+        asyncio.run(Service(config, config_path=args.config).run_until_signalled(
+            args.stop_deadline))
         return 0
     if args.command == "replay":
         return _replay(args, config)

@@ -16,7 +16,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
@@ -24,8 +24,10 @@ from .calls.classify import Context, Outcome, classify
 from .calls.journal import Journal, estimate_answer, recording_seconds
 from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
-from .config import Config
+from .config import Config, ConfigError
 from .miitel.client import MiitelClient, Timeouts
+from .ops.metrics import ServiceMetrics
+from .ops.policy import decide
 from .outbox.sender import Sender, map_path
 from .outbox.store import NewCall, Outbox, OutboxFull
 from .recordings import RecordingWatcher
@@ -56,8 +58,13 @@ class Service:
         *,
         clock: Callable[[], float] = time.time,
         listen: bool = True,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # re-read for the users map on SIGHUP
+        # Read at scrape time from the stats below; fed per call by the sender.
+        self.metrics = ServiceMetrics(self)
+        self._http: Any = None  # aiohttp AppRunner while /healthz and /metrics are served
         self.clock = clock
         self.stats = ServiceStats()
         self.outbox = Outbox(config.outbox.path, clock=clock)
@@ -119,13 +126,16 @@ class Service:
                 ),
                 verify_tls=self.config.miitel.verify_tls,
             )
-        self.sender = Sender(self.config, self.outbox, self.watcher, self.client, clock=self.clock)
+        self.sender = Sender(self.config, self.outbox, self.watcher, self.client, clock=self.clock,
+                             observer=self.metrics.observe)
         self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
         self._tasks.append(asyncio.create_task(self._intake(), name="intake"))
         self._tasks.append(asyncio.create_task(self._journal_writer(), name="journal"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="ami"))
+        if self.config.http.enabled:
+            await self._start_http()
         log.info(
             "started: outbox %s, recordings watched by %s, uploads %s",
             self.config.outbox.path, self.watcher.mode,
@@ -134,6 +144,9 @@ class Service:
 
     async def stop(self, deadline: float = 10.0) -> None:
         """Stop taking calls, persist what is known, let in-flight steps finish."""
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
         self.accepting = False
         if self.listener is not None:
             await self.listener.stop()
@@ -161,13 +174,38 @@ class Service:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_users)
         try:
             await stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             log.info("stopping: finishing in-flight work (up to %.0f s)", deadline)
             await self.stop(deadline)
+
+    def reload_users(self) -> None:
+        """SIGHUP: read the users map again; swap it whole, or keep the old one."""
+        from .ops.users import reload_users, swap_users
+
+        try:
+            users = reload_users(self.config_path)
+        except ConfigError as exc:
+            log.error("users not reloaded, the current map stays: %s", exc)
+            return
+        log.info("%s", swap_users(self.config, users).describe())
+
+    async def _start_http(self) -> None:
+        from .ops.http import bound_port, make_app, start_http
+
+        cfg = self.config.http
+        try:
+            self._http = await start_http(make_app(self, cfg, self.metrics), cfg.host, cfg.port)
+        except OSError as exc:  # monitoring must not stop calls from being sent
+            log.error("cannot serve /healthz and /metrics on %s:%d (%s): running without them",
+                      cfg.host, cfg.port, exc.strerror or exc)
+            return
+        log.info("health and metrics on http://%s:%d/healthz and /metrics", cfg.host,
+                 bound_port(self._http))
 
     # -- events -> outbox ----------------------------------------------------------------
 
@@ -258,7 +296,7 @@ class Service:
                 await self._pbx_id_known.wait()
                 assert self.pbx_id is not None
                 outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
-                await self._queue(outcome)
+                await self._queue(self._apply_send_rules(outcome))
             except OutboxFull:
                 pass  # held, said once by _flush_held, retried by the heartbeat
             except Exception:
@@ -266,6 +304,19 @@ class Service:
                 log.exception("could not assemble the call for %s", rec.file)
             finally:
                 self._closed.task_done()
+
+    def _apply_send_rules(self, outcome: Outcome) -> Outcome:
+        """[send]: a call the admin keeps out is recorded as skipped, with the rule."""
+        if outcome.call_data is None or outcome.skip:
+            return outcome
+        payload = outcome.call_data.payload()
+        reason = decide(payload, list(outcome.extensions), self.config.send,
+                        rules=self.config.numbers.rules())
+        if reason is None:
+            return outcome
+        self.metrics.count_skipped(payload, reason)
+        # It overrides a set-aside: nobody should have to act on a call not to be sent.
+        return replace(outcome, skip=reason, set_aside=None)
 
     async def _queue(self, outcome: Outcome) -> None:
         source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
@@ -411,7 +462,8 @@ def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
     code = None
     reason = outcome.skip or outcome.set_aside
     if outcome.skip:
-        state, code = "skipped", "unanswered"
+        state = "skipped"
+        code = "policy" if outcome.skip.startswith("send.") else "unanswered"
     elif outcome.set_aside:
         state = "set_aside"
         code = outcome.set_aside_code or "users"

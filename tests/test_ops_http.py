@@ -4,7 +4,6 @@ and against the whole service after a real call (the counters move)."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from asterisk_miitel import service as service_module
 from asterisk_miitel.ami.fake_server import FakeAmi, shift_times, transcript_events
 from asterisk_miitel.ami.listener import ListenerStats
 from asterisk_miitel.calls.tracker import TrackerStats
@@ -24,7 +22,7 @@ from asterisk_miitel.config import HttpConfig
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.ops.http import bound_port, make_app, start_http
 from asterisk_miitel.ops.metrics import ServiceMetrics
-from asterisk_miitel.outbox.sender import Sender, SenderStats
+from asterisk_miitel.outbox.sender import SenderStats
 from asterisk_miitel.outbox.store import NewCall, Outbox
 from asterisk_miitel.service import Service
 
@@ -237,10 +235,7 @@ async def test_metrics_count_a_real_call_end_to_end(
                          time.time() - 10)
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events) as ami:
         service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        metrics = ServiceMetrics(service)
-        # The wiring the service gets: its Sender reports to the metrics.
-        monkeypatch.setattr(service_module, "Sender",
-                            functools.partial(Sender, observer=metrics.observe))
+        metrics = service.metrics  # its Sender reports to them
         ops, runner = await serve(service, metrics)
         await service.start()
         try:

@@ -32,7 +32,10 @@ FREEPBX_EXTERNAL = frozenset(
     {"from-trunk", "from-pstn", "from-did-direct", "ext-did", "macro-dialout-trunk",
      "from-pstn-e164-us", "from-pstn-toheader", "from-sip-external"}
 )
-_EXTERNAL_PREFIXES = ("from-trunk-", "from-pstn-")
+# Custom contexts that wrap FreePBX's (e.g. our hooks' miitel-from-pstn,
+# from-trunk-ntt) keep the name they wrap.
+_EXTERNAL_MARKS = ("from-trunk", "from-pstn")
+_INTERNAL_MARKS = ("from-internal",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,10 @@ class PartyResolver:
     def extension_of(self, ch: Channel) -> str | None:
         """The [users] extension this channel belongs to, if any."""
         users = self.config.users
-        for candidate in (ch.ampuser, self._by_endpoint.get(ch.endpoint), ch.endpoint):
+        # FreePBX's AMPUSER (the user logged in on a device, device/user mode)
+        # names who places a call; dialled channels inherit the caller's.
+        ampuser = ch.ampuser if _originating(ch) else None
+        for candidate in (ampuser, self._by_endpoint.get(ch.endpoint), ch.endpoint):
             if candidate and candidate in users:
                 return candidate
         if _originating(ch) and ch.caller_num in users:
@@ -88,16 +94,16 @@ class PartyResolver:
             return "internal", "pbx.internal_contexts", self._guess_extension(ch)
         if ch.context in pbx.external_contexts:
             return "external", "pbx.external_contexts", None
-        if ch.context in FREEPBX_INTERNAL:
-            return "internal", "freepbx-context", self._guess_extension(ch)
-        if ch.context in FREEPBX_EXTERNAL or ch.context.startswith(_EXTERNAL_PREFIXES):
+        if ch.context in FREEPBX_EXTERNAL or any(m in ch.context for m in _EXTERNAL_MARKS):
             return "external", "freepbx-context", None
+        if ch.context in FREEPBX_INTERNAL or any(m in ch.context for m in _INTERNAL_MARKS):
+            return "internal", "freepbx-context", self._guess_extension(ch)
         if _extension_like(ch.endpoint) and ch.tech in ("PJSIP", "SIP", "IAX2"):
             return "internal", "technology", ch.endpoint
         return "external", "technology", None
 
     def _guess_extension(self, ch: Channel) -> str | None:
-        for candidate in (ch.ampuser, ch.endpoint):
+        for candidate in (ch.ampuser if _originating(ch) else None, ch.endpoint):
             if candidate and _extension_like(candidate):
                 return candidate
         if _originating(ch) and _extension_like(ch.caller_num):
