@@ -41,6 +41,7 @@ from .rootfs import LabError, log
 from .sipp import SippProcess, SippResult, build_command, prepare_workdir, scenario_path, write_inf
 
 HERE = Path(__file__).resolve().parent
+MACHINE_LOCK = "/tmp/asterisk-miitel-lab.lock"
 REPO = HERE.parent.parent
 CONF_DIR = HERE / "conf"
 DIALPLAN_DIR = REPO / "dialplan"
@@ -169,6 +170,7 @@ class Lab:
         if reason:
             raise LabError(reason)
         t0 = time.monotonic()
+        self._take_machine_lock()
         rootfs.ensure_host_tools()
         self.root = rootfs.ensure_root()
         self._reap_orphan()
@@ -332,9 +334,27 @@ class Lab:
         return AmiClient(AMI_HOST, AMI_PORT, username, secret, events=events,
                          sink=sink).connect()
 
+    def _take_machine_lock(self) -> None:
+        """One lab per machine (fixed ports): a second test run waits for the first."""
+        import fcntl
+
+        self._lock_file = open(MACHINE_LOCK, "a+")  # held until stop()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another lab is running on this machine: waiting for it ({MACHINE_LOCK})")
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+
+    def _release_machine_lock(self) -> None:
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()  # closing releases the flock
+            self._lock_file = None
+
     def stop(self) -> None:
         """Stop Asterisk (core stop now, then signals), sipp, and clean up. Idempotent."""
         if self._stopped:
+            self._release_machine_lock()
             return
         self._stopped = True
         for proc in self._sipps:
@@ -363,6 +383,7 @@ class Lab:
                 sf.unlink()
         with suppress(Exception):
             atexit.unregister(self.stop)
+        self._release_machine_lock()
 
     def _wait_exit(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
