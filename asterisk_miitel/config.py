@@ -47,6 +47,14 @@ class AmiConfig(_Section):
     secret: SecretStr = SecretStr("")
     tls: bool = False
     tls_verify: bool = True
+    # A CA bundle for Asterisk's certificate when it is not signed by a public
+    # CA (a self-signed tlscertfile in manager.conf).
+    tls_ca_file: Path | None = None
+
+    @field_validator("tls_ca_file", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: object) -> object:
+        return None if value == "" else value
     connect_timeout: float = Field(10.0, gt=0)
     # A Ping not answered within ping_timeout means the link is dead
     # (panoramisk never checks the answer).

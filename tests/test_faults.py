@@ -143,3 +143,62 @@ async def test_no_secret_in_anything_the_service_prints(tmp_path: Path) -> None:
         assert secret not in text
     for path in tmp_path.rglob("*.log"):
         assert token not in path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def tls_server(cert: Path, key: Path):  # type: ignore[no-untyped-def]
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def test_ami_over_tls_verified_with_the_pbx_ca(
+    tmp_path: Path, self_signed: tuple[Path, Path]
+) -> None:
+    cert, key = self_signed
+    (tmp_path / "monitor").mkdir()
+    shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, \
+            FakeAmi(demo_events(), ssl=tls_server(cert, key)) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                ami={"host": "localhost", "tls": True, "tls_ca_file": str(cert)})
+        service = Service(config)
+        await service.start()
+        try:
+            await wait_for(done(service))
+        finally:
+            await service.stop()
+    assert [c["status"] for c in standin.calls()] == ["uploaded"]
+
+
+async def test_ami_over_tls_refuses_an_unknown_certificate_by_default(
+    tmp_path: Path, self_signed: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = self_signed
+    async with FakeAmi(demo_events(), ssl=tls_server(cert, key)) as ami:
+        config = service_config(tmp_path, ami.port, None,
+                                ami={"host": "localhost", "tls": True})
+        service = Service(config)
+        await service.start()
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            await service.stop()
+    assert ami.logins == 0  # never logged in: the secret was never sent
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text or "certificate verify" in caplog.text

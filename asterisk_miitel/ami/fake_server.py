@@ -12,6 +12,7 @@ import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .parser import AmiParser
 
@@ -50,6 +51,7 @@ class FakeAmi:
     live_channels: list[dict[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
+    ssl: Any = None  # an ssl.SSLContext: AMI over TLS (manager.conf tlsenable)
     logins: int = 0
     sessions_done: int = 0
     sent_events: int = 0
@@ -65,7 +67,9 @@ class FakeAmi:
     _vars: dict[str, dict[str, str]] = field(default_factory=dict)
 
     async def start(self) -> FakeAmi:
-        self._server = await asyncio.start_server(self._session, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._session, self.host, self.port, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -223,7 +223,8 @@ class AmiListener:
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls:
             return None
-        ctx = ssl.create_default_context()
+        ca = self.config.tls_ca_file
+        ctx = ssl.create_default_context(cafile=str(ca.expanduser()) if ca else None)
         if not self.config.tls_verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
