@@ -327,6 +327,8 @@ class Service:
         elif outcome.set_aside:
             self.stats.set_aside_at_intake += 1
             calls_log.warning("call %s: set aside: %s", call.id, outcome.set_aside)
+        for note in outcome.notes:
+            calls_log.warning("call %s: %s", call.id, note)
         self._held.append((call, outcome.file))
         await self._flush_held()
 
@@ -484,6 +486,7 @@ def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
         reason_code=code,
         source=source,
         ended_at=outcome.ended_at,
+        notes=list(outcome.notes),
     )
 
 

@@ -248,3 +248,35 @@ async def test_restart_resumes_an_upload_and_sends_nothing_twice(
         await second.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["post_count"] == 1
+
+
+async def test_asterisk_restart_mid_call_sends_the_partial_recording_marked_truncated(
+    tmp_path: Path, standin: StandIn, recording: Path
+) -> None:
+    events = demo_events()
+    hangups = [i for i, e in enumerate(events) if e.startswith(b"Event: Hangup")]
+    ami = FakeAmi(events, pace=0.02)  # the service has read Asterisk's start time by then
+
+    def restart_before_hangup(index: int) -> None:
+        if index == hangups[0] - 1:
+            ami.cut()  # Asterisk goes down with the call up ...
+            ami._next = len(events)
+            ami._live.clear()
+            ami._vars.clear()
+            ami.startup = "2026-11-23 10:00:00"  # ... and comes back: a new start time
+
+    ami.on_event = restart_before_hangup
+    async with ami:
+        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
+        await service.start()
+        try:
+            await wait_for(done(service))
+            [row] = await service.outbox.latest(["uploaded"])
+        finally:
+            await service.stop()
+    assert row.source == "restart"
+    [call] = standin.calls()
+    assert call["status"] == "uploaded" and call["call_data"]["event_type"] == "INCOMING_CALL"
+    # What a person sees (logs, the outbox row): why the recording is short.
+    assert any("truncated by PBX restart" in n for n in row.notes)
+    assert ami.logins == 2

@@ -12,6 +12,13 @@ from ..miitel.numbers import InvalidNumber
 from ..miitel.rules import PartyRef, missing_user_ids
 from .store import NEEDS_FORCE, STATES, Outbox, Row
 
+SOURCE_LABELS = {
+    "gap": "finished after an AMI outage",
+    "restart": "truncated by a PBX restart or finished after a service restart",
+    "catchup": "caught up from the CDR",
+    "backfill": "backfilled",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class RetryResult:
@@ -102,6 +109,11 @@ async def status_report(outbox: Outbox, *, limit: int = 10) -> str:
     counts = await outbox.counts()
     lines = ["calls by state:"]
     lines += [f"  {state:<18} {counts.get(state, 0)}" for state in STATES]
+    sources = await outbox.sources()
+    unusual = {k: v for k, v in sources.items() if k != "live"}
+    if unusual:
+        lines.append("calls not seen live from start to end: " + ", ".join(
+            f"{SOURCE_LABELS.get(k, k)} {v}" for k, v in sorted(unusual.items())))
     oldest = await outbox.oldest_waiting()
     if oldest is not None:
         lines.append(f"oldest call still in progress: {time.time() - oldest:.0f} s ago")

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS calls (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     uploaded_at REAL,
-    posts INTEGER NOT NULL DEFAULT 0  -- how many times the POST went out
+    posts INTEGER NOT NULL DEFAULT 0, -- how many times the POST went out
+    notes TEXT                        -- JSON list: what a person should know (truncated, ...)
 );
 CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS calls_file ON calls (file);
@@ -110,6 +111,7 @@ class Row:
     updated_at: float
     uploaded_at: float | None
     posts: int
+    notes: list[str]
 
     @classmethod
     def from_sql(cls, r: sqlite3.Row) -> Row:
@@ -134,6 +136,7 @@ class Row:
             updated_at=r["updated_at"],
             uploaded_at=r["uploaded_at"],
             posts=r["posts"],
+            notes=_load(r["notes"]) or [],
         )
 
 
@@ -149,6 +152,7 @@ class NewCall:
     reason_code: str | None = None
     source: str = "live"
     ended_at: float | None = None
+    notes: list[str] | None = None
 
 
 class Outbox:
@@ -174,11 +178,19 @@ class Outbox:
         await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(SCHEMA)
+        await self._migrate()
         for suffix in ("-wal", "-shm"):
             side = self.path.with_name(self.path.name + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
         return self
+
+    async def _migrate(self) -> None:
+        """Columns added since the first release (an old outbox keeps working)."""
+        async with self.db.execute("PRAGMA table_info(calls)") as cur:
+            columns = {row[1] for row in await cur.fetchall()}
+        if "notes" not in columns:
+            await self.db.execute("ALTER TABLE calls ADD COLUMN notes TEXT")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -231,12 +243,12 @@ class Outbox:
         async with self._writing(transaction=True) as db:
             cur = await db.execute(
                 "INSERT OR IGNORE INTO calls (id, file, state, reason, reason_code, source,"
-                " call_data, audio, parties, ended_at, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " call_data, audio, parties, ended_at, created_at, updated_at, notes)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     call.id, call.file, call.state, call.reason, call.reason_code,
                     call.source, _dump(call.call_data), _dump(call.audio),
-                    _dump(call.parties), call.ended_at, now, now,
+                    _dump(call.parties), call.ended_at, now, now, _dump(call.notes or None),
                 ),
             )
             if closes is not None:
@@ -347,6 +359,12 @@ class Outbox:
         counts = dict.fromkeys(STATES, 0)
         counts.update({r["state"]: r["n"] for r in rows})
         return counts
+
+    async def sources(self) -> dict[str, int]:
+        """Calls by how they were learnt (live, gap, restart, catchup, backfill)."""
+        sql = "SELECT source, COUNT(*) AS n FROM calls GROUP BY source"
+        async with self.db.execute(sql) as cur:
+            return {r["source"]: r["n"] for r in await cur.fetchall()}
 
     async def oldest_waiting(self) -> float | None:
         async with self.db.execute(
