@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .calls.classify import Outcome
 from .config import Config, ConfigError, load_config
 from .logs import setup_logging
 
@@ -190,20 +191,59 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
-    from .replay import iter_lines, replay_file
+    import os
 
-    try:
-        outcomes = replay_file(args.file, config)
-    except OSError as exc:
-        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    for outcome in outcomes:
+    from .replay import iter_lines, replay_stream
+
+    found = 0
+
+    def emit(outcome: Outcome) -> None:
+        nonlocal found
+        found += 1
         for line in iter_lines(outcome, args.explain):
             print(line, file=sys.stderr if not args.explain else sys.stdout)
         if outcome.call_data is not None and not outcome.skip:
-            print(json.dumps(outcome.call_data.payload(), ensure_ascii=False))
-    if not outcomes:
+            print(json.dumps(outcome.call_data.payload(), ensure_ascii=False), flush=True)
+
+    try:
+        size = os.path.getsize(args.file)
+        with open(args.file, "rb") as stream:
+            show = Progress("replay", size) if size > PROGRESS_FROM else None
+            replay_stream(stream, config, emit, start_time=os.path.getmtime(args.file) - 3600,
+                          total=size, progress=show)
+            if show is not None:
+                show.finish(f"{found} recording(s)")
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
+    if not found:
         print("no recordings in this transcript (no MixMonitor started)", file=sys.stderr)
     return 0
+
+
+PROGRESS_FROM = 4 * 1024 * 1024  # bytes: smaller inputs finish before a bar would help
+
+
+class Progress:
+    """Progress on stderr: a live line on a terminal, a line per 10% otherwise."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.total = max(total, 1)
+        self.tty = sys.stderr.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = min(100, done * 100 // self.total)
+        if self.tty:
+            if percent != self._last:
+                print(f"\r{self.what}: {percent:3d}%", end="", file=sys.stderr, flush=True)
+        elif percent // 10 != self._last // 10:
+            print(f"{self.what}: {percent}%", file=sys.stderr, flush=True)
+        self._last = percent
+
+    def finish(self, summary: str) -> None:
+        end = "\n" if self.tty else ""
+        print(f"{end}{self.what}: done, {summary}", file=sys.stderr, flush=True)
 
 
 async def _status(config: Config) -> int:

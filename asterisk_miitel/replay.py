@@ -7,17 +7,21 @@ classifier as `run`, with no socket.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from .ami.parser import AmiParser
 from .calls.classify import Context, Outcome, classify
-from .calls.state import Recording
 from .calls.tracker import CallTracker
 from .config import Config
 
 REPLAY_PBX_ID = "replay"
 CHUNK = 64 * 1024
+
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 def replay_bytes(
@@ -28,17 +32,38 @@ def replay_bytes(
     Events without a `Timestamp` header (timestampevents off) get `start_time`
     plus a millisecond per event, so replays are deterministic.
     """
+    outcomes: list[Outcome] = []
+    tracker, parser = replay_stream(
+        io.BytesIO(data), config, outcomes.append, pbx_id=pbx_id, start_time=start_time
+    )
+    return outcomes, tracker, parser
+
+
+def replay_stream(
+    stream: BinaryIO,
+    config: Config,
+    emit: Callable[[Outcome], None],
+    *,
+    pbx_id: str | None = None,
+    start_time: float = 0.0,
+    total: int = 0,
+    progress: Progress | None = None,
+) -> tuple[CallTracker, AmiParser]:
+    """Read a transcript in chunks; `emit` each outcome as its call ends."""
     ctx = Context(config, pbx_id or config.pbx.id or REPLAY_PBX_ID, config.pbx.tz())
-    closed: list[Recording] = []
-    tracker = CallTracker(closed.append)
+    tracker = CallTracker(lambda rec: emit(classify(rec, ctx)))
     parser = AmiParser()
     n = 0
-    for i in range(0, len(data), CHUNK):
-        for event in parser.feed(data[i : i + CHUNK]):
+    done = 0
+    while chunk := stream.read(CHUNK):
+        for event in parser.feed(chunk):
             if "Event" in event:
                 tracker.feed(event, start_time + n * 0.001)
                 n += 1
-    return [classify(rec, ctx) for rec in closed], tracker, parser
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+    return tracker, parser
 
 
 def replay_file(path: str, config: Config, **kw: object) -> list[Outcome]:
