@@ -202,3 +202,143 @@ async def test_ami_over_tls_refuses_an_unknown_certificate_by_default(
             await service.stop()
     assert ami.logins == 0  # never logged in: the secret was never sent
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text or "certificate verify" in caplog.text
+
+
+# -- bad recordings: a clear reason, and other calls unaffected ---------------------------
+
+
+def as_mono_wav_call(events: list[bytes]) -> list[bytes]:
+    """The demo call, as if MixMonitor had written a mono .wav (FreePBX's default)."""
+    return [e.replace(b".raw", b".wav").replace(b"Mode: interleaved", b"Mode: mono")
+            .replace(b",bD", b",b") for e in events]
+
+
+def lying_wav(path: Path, seconds: float, claimed: int) -> None:
+    import math
+    import struct
+
+    frames = int(8000 * seconds)
+    data = b"".join(struct.pack("<h", int(6000 * math.sin(i / 4))) for i in range(frames))
+    header = (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+              + b"data" + struct.pack("<I", claimed))
+    path.write_bytes(header + data)
+
+
+async def test_a_wav_with_a_lying_header_is_fixed_and_sent(tmp_path: Path) -> None:
+    (tmp_path / "monitor").mkdir()
+    # Asterisk was killed before it closed the file: the header says 0xFFFFFFFF.
+    lying_wav(tmp_path / "monitor" / RECORDING.replace(".raw", ".wav"), 3.0, 0xFFFFFFFF)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, \
+            FakeAmi(as_mono_wav_call(demo_events())) as ami:
+        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
+        await service.start()
+        try:
+            await wait_for(done(service))
+            [row] = await service.outbox.latest(["uploaded"])
+        finally:
+            await service.stop()
+    [call] = standin.calls()
+    assert call["status"] == "uploaded" and call["channels"] == 1
+    assert call["call_data"]["audio_channel_type"] == "MONAURAL"
+    assert abs(call["duration"] - 3.0) < 0.01
+    assert any("header" in note for note in row.notes)  # said, for the record
+
+
+async def test_an_empty_recording_is_set_aside_and_the_next_call_goes_through(
+    tmp_path: Path,
+) -> None:
+    events, files = burst(2)
+    place_recordings(tmp_path, files)
+    (tmp_path / "monitor" / os.path.basename(files[0])).write_bytes(b"")  # MixMonitor wrote nothing
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events) as ami:
+        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
+        await service.start()
+        try:
+            await wait_for(done(service, 2))
+            [aside] = await service.outbox.latest(["set_aside"])
+        finally:
+            await service.stop()
+    assert aside.reason_code == "recording" and "empty" in (aside.reason or "").lower()
+    assert os.path.basename(files[0]) in (aside.reason or "")
+    assert [c["status"] for c in standin.calls()] == ["uploaded"]
+
+
+async def test_a_recording_still_growing_is_sent_as_it_is_with_a_note(tmp_path: Path) -> None:
+    (tmp_path / "monitor").mkdir()
+    path = tmp_path / "monitor" / RECORDING
+    writer = open(path, "wb")  # kept open: Asterisk never closes it
+    writer.write((DEMO_DIR / RECORDING).read_bytes())
+    writer.flush()
+
+    async def keep_writing() -> None:
+        while not writer.closed:
+            writer.write(b"\0" * 3200)
+            writer.flush()
+            await asyncio.sleep(0.1)
+
+    grower = asyncio.create_task(keep_writing())
+    try:
+        async with StandIn(tmp_path / "miitel", port=0) as standin, \
+                FakeAmi(demo_events()) as ami:
+            config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                    recordings={"wait_timeout": 1.0})
+            service = Service(config)
+            await service.start()
+            try:
+                await wait_for(done(service), 20)
+                [row] = await service.outbox.latest(["uploaded"])
+            finally:
+                await service.stop()
+    finally:
+        writer.close()
+        await grower
+    assert any("still open or growing" in note for note in row.notes)
+    assert standin.calls()[0]["status"] == "uploaded"
+
+
+async def test_slow_miitel_upload_times_out_and_is_retried_safely(tmp_path: Path) -> None:
+    (tmp_path / "monitor").mkdir()
+    shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
+        # The storage takes the body, then answers far too late, twice.
+        standin.add_fault(method="PUT", delay=5, delay_phase="after_body", times=2)
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                miitel={"upload_idle_timeout": 0.5})
+        service = Service(config)
+        await service.start()
+        try:
+            await wait_for(done(service), 30)
+        finally:
+            await service.stop()
+    [call] = standin.calls()
+    assert call["status"] == "uploaded" and call["post_count"] == 1 and call["put_count"] >= 3
+
+
+async def test_miitel_certificate_is_verified(tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
+    """A MiiTel host whose certificate is not trusted gets nothing: NotSent."""
+    from aiohttp import web
+
+    from asterisk_miitel.miitel.client import MiitelClient
+    from asterisk_miitel.miitel.errors import NotSent
+
+    hits: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({"audio_upload_urls": []})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_server(*self_signed))
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with MiitelClient(f"https://localhost:{port}/webhook/secret-token-123") as client:
+            with pytest.raises(NotSent) as err:
+                await client.create_call_history({"call_data_id": "x"})
+        assert "secret-token" not in str(err.value)
+        assert hits == []
+    finally:
+        await runner.cleanup()

@@ -366,6 +366,10 @@ def _transport_error(
     detail = scrub(f"{type(exc).__name__}: {exc}", url)
     if progress.body_error is not None:
         return Permanent(f"{what} failed: {progress.body_error}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # Nothing was sent. Not permanent: a CA bundle gets fixed, and calls
+        # must wait in the outbox meanwhile, not be set aside one by one.
+        return NotSent(f"{what} not sent: the server's TLS certificate is not trusted ({detail})")
     if isinstance(exc, aiohttp.InvalidURL | ValueError):
         return Permanent(f"{what}: invalid URL or request ({detail})")
     if _never_sent(exc, progress):

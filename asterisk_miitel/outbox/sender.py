@@ -220,7 +220,8 @@ class Sender:
             state="ready",
             call_data=call_data,
             prepared=_prepared_dict(prepared),
-            last_error="; ".join(notes) or None,
+            notes=[*row.notes, *notes],
+            last_error=None,
             attempts=0,
             next_attempt_at=0,
         )
