@@ -342,3 +342,32 @@ async def test_miitel_certificate_is_verified(tmp_path: Path, self_signed: tuple
         assert hits == []
     finally:
         await runner.cleanup()
+
+
+async def test_no_room_to_convert_waits_with_a_warning_then_sends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "monitor").mkdir()
+    shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING)
+    free_mb = shutil.disk_usage(tmp_path).free // (1024 * 1024)
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
+        # Keeping this much free would leave no room for the converted WAV.
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                recordings={"min_free_mb": free_mb + 1000})
+        service = Service(config)
+        await service.start()
+        try:
+            async def waiting() -> bool:
+                row = await service.outbox.get(
+                    (await service.outbox.all_ids())[0]) if await service.outbox.all_ids() else None
+                return bool(row and row.state == "waiting_recording" and row.last_error)
+            await wait_for(waiting)
+            [row] = [await service.outbox.get(i) for i in await service.outbox.all_ids()]
+            assert "disk" in (row.last_error or "")
+            assert "disk space is low" in caplog.text
+            assert standin.calls() == []
+            config.recordings.min_free_mb = 0  # an admin made room
+            await wait_for(done(service), 30)
+        finally:
+            await service.stop()
+    assert [c["status"] for c in standin.calls()] == ["uploaded"]
