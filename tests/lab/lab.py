@@ -38,7 +38,15 @@ from typing import BinaryIO
 from . import rootfs
 from .ami import AmiClient, AmiError, AmiMessage
 from .rootfs import LabError, log
-from .sipp import SippProcess, SippResult, build_command, prepare_workdir, scenario_path, write_inf
+from .sipp import (
+    SippProcess,
+    SippResult,
+    build_command,
+    prepare_workdir,
+    scenario_path,
+    with_audio,
+    write_inf,
+)
 
 HERE = Path(__file__).resolve().parent
 MACHINE_LOCK = "/tmp/asterisk-miitel-lab.lock"
@@ -560,13 +568,14 @@ class Lab:
                    inf: Sequence[Sequence[str]] | None = None, calls: int = 1,
                    rate: float | None = None, limit: int | None = None,
                    duration_ms: int | None = None, timeout: float = 60.0,
-                   extra: Sequence[str] = ()) -> SippProcess:
+                   extra: Sequence[str] = (), audio: str | None = None) -> SippProcess:
         """Start sipp in the background (a UAS must be listening before the call).
 
         ``ip`` picks the device (see PHONES/TRUNK). A UAS (scenario name starting
         with ``uas``) listens on port 5060, where Asterisk sends calls; a UAC gets
         a port of its own so it can run beside a UAS on the same address.
         ``inf`` rows become ``[field0]``, ``[field1]``... for successive calls.
+        ``audio`` ("talk" or "silent") overrides what the scenario's party plays.
         """
         path = scenario_path(scenario)
         seq = self._next_sipp()
@@ -576,6 +585,8 @@ class Lab:
         workdir = self._run() / "sipp" / f"{seq:03d}-{path.stem}-{ip}"
         workdir.mkdir(parents=True)
         prepare_workdir(workdir)
+        if audio is not None:
+            path = with_audio(path, workdir, audio)
         inf_path = None
         if inf:
             inf_path = workdir / "fields.csv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -114,6 +115,24 @@ def scenario_path(scenario: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no sipp scenario {scenario!r} ({path})")
     return path
+
+
+AUDIO_PCAPS = {"talk": "pcap/long.pcap", "silent": "pcap/silence.pcap"}
+_PLAY = re.compile(r'play_pcap_audio="pcap/(?:long|silence)\.pcap"')
+
+
+def with_audio(scenario: Path, workdir: Path, audio: str) -> Path:
+    """A copy of ``scenario`` in ``workdir`` whose party talks ("talk") or sends RTP
+    silence ("silent") instead, so one scenario serves both kinds of party."""
+    if audio not in AUDIO_PCAPS:
+        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)}")
+    text = scenario.read_text(encoding="utf-8")
+    changed, count = _PLAY.subn(f'play_pcap_audio="{AUDIO_PCAPS[audio]}"', text)
+    if not count:
+        raise ValueError(f"{scenario.name} plays no pcap audio to replace")
+    out = workdir / scenario.name
+    out.write_text(changed, encoding="utf-8")
+    return out
 
 
 def prepare_workdir(workdir: Path) -> None:
