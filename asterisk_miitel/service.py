@@ -392,8 +392,12 @@ class Service:
                 session.release()
             while True:  # a missed Hangup must not keep a call open for ever
                 await asyncio.sleep(RESYNC_EVERY)
-                live = await self._live_channels(session)
-                self.tracker.reconcile(live, self._now())
+                # Held: a channel born after the list must not look hung up.
+                live = await self._live_channels(session, hold=True)
+                try:
+                    self.tracker.reconcile(live, self._now())
+                finally:
+                    session.release()
         except (TimeoutError, ConnectionError) as exc:
             log.warning("AMI resync after connect failed: %s", exc)
 

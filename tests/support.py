@@ -53,3 +53,14 @@ def service_config(tmp: Path, ami_port: int, webhook_url: str | None, **over: ob
         else:
             base[key] = value
     return Config(**base)  # type: ignore[arg-type]
+
+
+def place_recordings(tmp: Path, files: list[str]) -> None:
+    """A copy of the demo recording at each name the calls' MixMonitor used."""
+    import os
+    import shutil
+
+    (tmp / "monitor").mkdir(exist_ok=True)
+    for f in files:
+        shutil.copy(DEMO_DIR / "miitel-1795472139-1795472139.4-1.raw",
+                    tmp / "monitor" / os.path.basename(f))

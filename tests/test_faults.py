@@ -19,15 +19,9 @@ from asterisk_miitel.logs import setup_logging
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
-from .support import DEMO_DIR, service_config
+from .support import DEMO_DIR, place_recordings, service_config
 from .test_kill import RECORDING, burst
 from .test_service import demo_events, done, wait_for
-
-
-def place_recordings(tmp: Path, files: list[str]) -> None:
-    (tmp / "monitor").mkdir(exist_ok=True)
-    for f in files:
-        shutil.copy(DEMO_DIR / RECORDING, tmp / "monitor" / os.path.basename(f))
 
 
 async def test_full_outbox_disk_holds_calls_loudly_and_loses_none(

@@ -6,10 +6,8 @@ run it: `asterisk-miitel run --config FILE`."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
-import shutil
 import signal
 import sqlite3
 import sys
@@ -22,7 +20,7 @@ from asterisk_miitel.ami.fake_server import FakeAmi, shift_times, transcript_eve
 from asterisk_miitel.ami.synth import renumber
 from asterisk_miitel.miitel.standin import StandIn
 
-from .support import DEMO_DIR, DEMO_RECORDING_DIR, TARO
+from .support import DEMO_DIR, DEMO_RECORDING_DIR, TARO, place_recordings
 
 CALLS = 12
 RECORDING = "miitel-1795472139-1795472139.4-1.raw"
@@ -99,9 +97,7 @@ async def test_sigkill_during_a_burst_loses_nothing_and_sends_nothing_twice(
     rng = random.Random(seed)
     events, files = burst(CALLS)
     assert len(files) == CALLS
-    (tmp_path / "monitor").mkdir()
-    for f in files:
-        shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / os.path.basename(f))
+    place_recordings(tmp_path, files)
     log = tmp_path / "service.log"
     async with StandIn(tmp_path / "miitel", port=0) as standin, \
             FakeAmi(events, pace=0.004) as ami:
