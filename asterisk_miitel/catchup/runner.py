@@ -72,6 +72,8 @@ class CatchUpReport:
     seconds: float = 0.0
     finished: bool = False
     dry_run: bool = False
+    source_failed: bool = False  # the CDR could not be read: the window stays pending
+    position: float | None = None  # how far the CDR has been read (a row's time)
 
     @property
     def sent(self) -> int:
@@ -137,9 +139,9 @@ class CatchUp:
                  source: str = "catchup", dry_run: bool = False,
                  is_live: Callable[[str], bool] | None = None,
                  emit: Emit | None = None, progress: Progress | None = None,
-                 cdr: CdrSource | None = None) -> None:
+                 cdr: CdrSource | None = None, cc: CatchupConfig | None = None) -> None:
         self.config = config
-        self.cc = catchup_config(config)
+        self.cc = cc or catchup_config(config)
         self.outbox = outbox
         self.pbx_id = pbx_id
         self.source = source
@@ -156,7 +158,13 @@ class CatchUp:
     async def run(self, since: float, until: float) -> CatchUpReport:
         t0 = time.monotonic()
         report = CatchUpReport(self.source, since, until, dry_run=self.dry_run)
-        cdr = self._cdr or make_source(self.config, self.cc)
+        cdr = self._cdr
+        if cdr is None:
+            try:
+                cdr = make_source(self.config, self.cc)
+            except SourceError as exc:
+                report.problems.append(str(exc))
+                report.source_failed = True
         report.cdr = cdr.describe() if cdr is not None else ""
         tz = self.config.pbx.tz()
         files = await asyncio.to_thread(scan_recordings, self.config, since, until, tz,
@@ -178,6 +186,7 @@ class CatchUp:
                 await self._read(cdr, build, work, report, since, until)
         except SourceError as exc:
             report.problems.insert(0, str(exc))
+            report.source_failed = True
             log.error("%s: %s", self.source, exc)
         finally:
             for _ in workers:
@@ -188,8 +197,7 @@ class CatchUp:
                     await cdr.close()
         if cdr is not None:
             report.problems += cdr.problems
-            report.finished = not report.problems or not report.problems[0].startswith(
-                ("no cdr_csv", "cannot", "CDR query", "reading a"))
+        report.finished = not report.source_failed
         self._unexplained(files, build, report, since, until)
         report.seconds = time.monotonic() - t0
         if self.progress is not None:
@@ -203,6 +211,7 @@ class CatchUp:
         last_progress = 0.0
         async for row in cdr.scan(since, until):
             report.rows += 1
+            report.position = row.end if cdr.order == "end" else row.start
             assembler.add(row)
             if len(assembler) > 64 or report.rows % 256 == 0:
                 for cluster in assembler.complete():
@@ -381,9 +390,10 @@ class CatchUpTask:
 
     def __init__(self, config: Config, outbox: Outbox, *,
                  pbx_id: Callable[[], Awaitable[str]],
-                 is_live: Callable[[str], bool] | None = None) -> None:
+                 is_live: Callable[[str], bool] | None = None,
+                 cc: CatchupConfig | None = None) -> None:
         self.config = config
-        self.cc = catchup_config(config)
+        self.cc = cc or catchup_config(config)
         self.outbox = outbox
         self._pbx_id = pbx_id
         self.is_live = is_live
@@ -444,7 +454,7 @@ class CatchUpTask:
     async def run(self, since: float, until: float, quiet: bool = False) -> CatchUpReport:
         pbx_id = await self._pbx_id()
         report = await CatchUp(self.config, self.outbox, pbx_id, source="catchup",
-                               is_live=self.is_live).run(since, until)
+                               is_live=self.is_live, cc=self.cc).run(since, until)
         self.runs += 1
         self.last = report
         await self.outbox.set_meta(META_LAST, json.dumps(report.as_meta()))
