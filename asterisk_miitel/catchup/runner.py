@@ -440,12 +440,18 @@ class CatchUpTask:
 
     async def _run_pending(self) -> None:
         await asyncio.sleep(self.cc.settle_seconds)
-        window = _load(await self.outbox.get_meta(META_PENDING))
-        if not window:
-            return
-        report = await self.run(float(window["since"]), float(window["until"]))
-        if report.finished:
-            await self.outbox.set_meta(META_PENDING, "")
+        while True:
+            text = await self.outbox.get_meta(META_PENDING)
+            window = _load(text)
+            if not window:
+                return
+            report = await self.run(float(window["since"]), float(window["until"]))
+            if not report.finished:
+                return  # kept: the next connection tries again
+            if await self.outbox.get_meta(META_PENDING) == text:
+                await self.outbox.set_meta(META_PENDING, "")
+                break
+            # AMI dropped and came back meanwhile: the window grew, run it again
         if self.cc.second_pass_seconds > 0:
             # CDR back ends that write in batches: look at the same window again.
             await asyncio.sleep(self.cc.second_pass_seconds)
