@@ -327,16 +327,19 @@ def _unanswered(
         return Outcome(rec.file, None, audio, set_aside=reason, set_aside_code="incomplete",
                        explain=tuple(explain), end_reason=rec.end_reason, ended_at=rec.ended)
     vm_instead = rec.channel.vm_file is not None and not rec.channel.vm_recorded
-    if not rec.voicemail_only and ("b" in _option_letters(rec.options) or vm_instead):
-        # MixMonitor's b option writes only bridged audio: nobody was bridged,
-        # so the file is empty (a voicemail message is sent on its own).
+    # MixMonitor's b option writes only bridged audio: nobody was bridged, so the
+    # file is empty. Nothing to send as a recording; still a missed call, when
+    # those are sent (they go without audio anyway).
+    empty = not rec.voicemail_only and "b" in _option_letters(rec.options)
+    if not rec.voicemail_only and (vm_instead or (empty and not ctx.config.pbx.send_unanswered)):
+        # (a voicemail message is sent on its own)
         reason = ("the caller's voicemail message is sent instead of this recording"
                   if vm_instead else
                   "nobody was bridged and MixMonitor's b option recorded nothing")
         explain.append(reason)
         return Outcome(rec.file, None, audio, skip=reason, explain=tuple(explain),
                        end_reason=rec.end_reason, ended_at=rec.ended)
-    box = _voicemail_box(rec)
+    box = None if empty else _voicemail_box(rec)
     if box is not None or rec.voicemail_only:
         owner = box.partition("@")[0] if box else None
         to_party = (
