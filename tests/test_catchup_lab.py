@@ -209,6 +209,10 @@ async def _scenario(lab: Lab, tmp: Path) -> None:
         assert sorted(expected.values()) == sorted(
             ["INCOMING_CALL", "OUTGOING_CALL", "EXTENSION", "INCOMING_CALL",
              "INCOMING_CALL+EXTENSION_TRANSFER"])
+        tanaka = sorted((c for c in calls if c["call_data"]["event_type"] == "INCOMING_CALL"
+                         and c["call_data"]["participants"][0]["name"] == CUSTOMER[0]),
+                        key=lambda c: c["call_data"]["call_starts_at"])
+        assert len(tanaka) == 2  # the inbound call, then the transfer's first leg
         for call in calls:
             data = call["call_data"]
             assert data["audio_channel_type"] == "STEREO" and call["channels"] == 2
@@ -218,9 +222,10 @@ async def _scenario(lab: Lab, tmp: Path) -> None:
                 assert audio.louder_side() == names["FROM"]["stereo_lr"] == "left"
             if data["event_type"] == "INCOMING_CALL" and names["FROM"]["name"] == "山田太郎":
                 assert audio.louder_side() == names["FROM"]["stereo_lr"] == "left"
-            if (data["event_type"] == "INCOMING_CALL" and names["FROM"]["name"] == CUSTOMER[0]
-                    and audio.seconds < 6):  # the inbound call: 1001 talked, the customer not
+            if call is tanaka[0]:  # the inbound call: 1001 talked, the customer did not
                 assert audio.louder_side() == names["TO"]["stereo_lr"] == "right"
+            if call is tanaka[1]:  # the transfer's first leg: the customer talked
+                assert audio.louder_side() == names["FROM"]["stereo_lr"] == "left"
             if data["event_type"] == "EXTENSION_TRANSFER":
                 assert names["FROM"]["number"] == "1001" and names["TO"]["number"] == "1002"
         # 4. Once more: the window overlaps, nothing is sent twice.
