@@ -14,6 +14,7 @@ reordered, and cheap: a few dict lookups per event.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -569,6 +570,8 @@ class CallTracker:
                 rec.channel.recordings = None
         self.stats.recordings_closed += 1
         self.on_closed(rec)
+        if self.stats.recordings_closed % COLLECT_EVERY == 0:
+            gc.collect()  # see COLLECT_EVERY
 
     def _voicemail_recording(self, ch: Channel, ts: float) -> None:
         """A caller left a voicemail on a channel we did not record: send the message."""
@@ -711,6 +714,13 @@ class CallTracker:
 
 
 DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
+# A finished call leaves reference cycles (dialled_by <-> dial_targets, Local
+# pairs, transfers). Its objects lived through the whole call, long enough to
+# reach CPython's oldest GC generation, which is collected only rarely: left
+# alone, finished calls piled up between full collections and fragmented the
+# heap (benchmarks/memory.py: RSS +11 MB over 100,000 calls, +2.6 MB with this).
+# A full collection takes ~20 ms, so once per this many closed recordings.
+COLLECT_EVERY = 1000
 # What a journal knows of a channel's past that a live snapshot cannot tell.
 _HISTORY = ("context", "exten", "dialled_by", "dial_string", "dial_targets", "originated", "did",
             "ampuser", "queue", "queue_label", "group", "tags", "voicemail_box", "vm_file",
