@@ -15,3 +15,10 @@ pytest_plugins = ["tests.lab.fixtures"]
 @pytest.fixture
 def config() -> Config:
     return lab_config()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the Asterisk the real-lab tests run against."""
+    from tests.lab.fixtures import report_header
+
+    return report_header(config)

@@ -127,8 +127,13 @@ def last_hangup(msgs: Sequence[AmiMessage]) -> float | None:
 
 
 def bridged_seconds(msgs: Sequence[AmiMessage], uniqueid: str,
-                    since: float | None = None, until: float | None = None) -> float:
-    """Seconds the channel spent in a bridge with at least one other channel."""
+                    since: float | None = None, until: float | None = None,
+                    *, alone: bool = False) -> float:
+    """Seconds the channel spent in a bridge with at least one other channel.
+
+    ``alone``: also count time alone in a bridge (a party on hold during an
+    attended transfer stays in its bridge, and MixMonitor's ``b`` records it).
+    """
     members: dict[str, set[str]] = {}
     inside: set[str] = set()
     total = 0.0
@@ -147,7 +152,7 @@ def bridged_seconds(msgs: Sequence[AmiMessage], uniqueid: str,
             group.discard(uid)
             if uid == uniqueid:
                 inside.discard(bridge)
-        talking = any(len(members[b]) >= 2 for b in inside)
+        talking = any(len(members[b]) >= (1 if alone else 2) for b in inside)
         if talking and t_from is None:
             t_from = m.timestamp
         elif not talking and t_from is not None:

@@ -25,8 +25,12 @@ from typing import NoReturn
 
 import pytest
 
+from . import rootfs
 from .lab import Lab
 from .rootfs import LabError, unavailable_reason
+
+# What the report header said about the Asterisk under test (tests/conftest.py).
+HEADER_VERSION = pytest.StashKey[str]()
 
 _shared: Lab | None = None
 _users = 0
@@ -67,10 +71,39 @@ def release() -> None:
             _users = 0
 
 
+def report_header(config: pytest.Config) -> str:
+    """pytest's report header line: the Asterisk the lab runs (its cached root's)."""
+    reason = unavailable_reason()
+    if reason:
+        config.stash[HEADER_VERSION] = ""
+        return f"asterisk lab: not available here ({reason})"
+    root = rootfs.root_path()
+    version = str(rootfs.root_info(root).get("asterisk") or "") if rootfs.is_built(root) else ""
+    config.stash[HEADER_VERSION] = version
+    if not version:
+        return "asterisk lab: Debian sid root not built yet (built on first use, ~45 s)"
+    return f"asterisk lab: {version} (Debian sid root {root})"
+
+
+def announce_version(the_lab: Lab, config: pytest.Config) -> None:
+    """Name the Asterisk the run used, once, unless the report header already did."""
+    said = config.stash.get(HEADER_VERSION, "")
+    if said and the_lab.asterisk_version and the_lab.asterisk_version in said:
+        return
+    config.stash[HEADER_VERSION] = f"Asterisk {the_lab.asterisk_version}"
+    line = f"asterisk lab: Asterisk {the_lab.asterisk_version} (running)"
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line)
+
+
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A running lab Asterisk (plain dialplan), shared by the whole session."""
     the_lab = acquire()
+    announce_version(the_lab, request.config)
     try:
         the_lab.use_flavour("plain")
         yield the_lab
