@@ -185,7 +185,7 @@ def _rows_freepbx_table(folder: Path) -> list[CdrRow]:
 
 
 def rebuild_fixture(folder: Path, rows: list[CdrRow], config: Config,
-                    order: str = "end") -> list[Rebuilt]:
+                    order: str = "end", names_tz: ZoneInfo = UTC) -> list[Rebuilt]:
     info = json.loads((folder / "files.json").read_text(encoding="utf-8"))
     run = info["run_dir"]
     config = config.model_copy(deep=True)
@@ -197,7 +197,7 @@ def rebuild_fixture(folder: Path, rows: list[CdrRow], config: Config,
             if path.endswith(".txt"):
                 messages[path[:-4]] = path
             continue
-        found = describe_name(path, path, UTC, size)
+        found = describe_name(path, path, names_tz, size)
         if found.kind != "other":
             index.add(found)
 
@@ -313,7 +313,10 @@ def test_freepbx_hints_legs_queue_group_and_did() -> None:
     for scenario, key, value in (("freepbx_queue", "queue_name", "400"),
                                  ("freepbx_ringgroup", "groupname", "600")):
         folder = CDR_FIXTURES / scenario
-        rebuilt = rebuild_fixture(folder, _rows_freepbx_table(folder), config, "start")
+        # FreePBX names files in Asterisk's wall clock (UTC in the lab), not
+        # necessarily [pbx] timezone's: the CDR rows tell which.
+        rebuilt = rebuild_fixture(folder, _rows_freepbx_table(folder), config, "start",
+                                  names_tz=ZoneInfo("Asia/Tokyo"))
         [item] = rebuilt
         assert item.rec is not None and item.rec.mode == "legs"
         assert item.rec.receive and "/miitel/" in item.rec.receive

@@ -50,6 +50,7 @@ class FoundFile:
     freepbx_type: str | None = None
     freepbx_called: str | None = None
     freepbx_from: str | None = None
+    local_time: datetime | None = None  # FreePBX's YYYYMMDD-HHMMSS: the PBX's wall clock
 
     @property
     def name(self) -> str:
@@ -78,15 +79,16 @@ def describe_name(path: str, host_path: str, tz: tzinfo | None, size: int = 0,
     m = FREEPBX_NAME.match(name)
     if m and m["type"].lower() in FREEPBX_TYPES:
         called, _, from_ = m["mid"].partition("-")
+        moment: datetime | None
         try:
             moment = datetime.strptime(m["date"] + m["time"], "%Y%m%d%H%M%S")
             started = (moment.replace(tzinfo=tz) if tz is not None else moment.astimezone()
                        ).timestamp()
         except ValueError:
-            started = None
+            moment, started = None, None
         return FoundFile(path, host_path, "freepbx", m["uid"], started, 0, size,
                          freepbx_type=m["type"].lower(), freepbx_called=called or None,
-                         freepbx_from=from_ or None)
+                         freepbx_from=from_ or None, local_time=moment)
     return FoundFile(path, host_path, "other", None, None, 0, size)
 
 
@@ -109,6 +111,27 @@ class FileIndex:
 
     def of_uid(self, uid: str) -> list[FoundFile]:
         return self.by_uid.get(uid, [])
+
+
+def fit_start(found: FoundFile, lo: float, hi: float) -> float | None:
+    """FreePBX names its files in Asterisk's own wall-clock time, which may not
+    be [pbx] timezone's: the moment, in whichever zone puts it within the
+    call's CDR rows [lo, hi] (None: none does)."""
+    if found.started is not None and lo - 5 <= found.started <= hi + 5:
+        return found.started
+    if found.local_time is None:
+        return None
+    for zone in (UTC, None):
+        moment = found.local_time.replace(tzinfo=zone) if zone else found.local_time.astimezone()
+        if lo - 5 <= moment.timestamp() <= hi + 5:
+            return moment.timestamp()
+    # any whole quarter-hour offset that fits
+    naive_utc = found.local_time.replace(tzinfo=UTC).timestamp()
+    for quarter in range(-56, 57):
+        guess = naive_utc - quarter * 900
+        if lo - 5 <= guess <= hi + 5:
+            return guess
+    return None
 
 
 def scan_recordings(config: Config, since: float, until: float, tz: tzinfo | None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from ..calls.parties import FREEPBX_EXTERNAL
 from ..calls.state import Channel, Recording, RecordingMode, Segment, Transfer
 from ..config import Config
-from .files import FileIndex, FoundFile, Message, describe_name
+from .files import FileIndex, FoundFile, Message, describe_name, fit_start
 from .rows import CdrRow, split_clid
 
 LINK_SLACK = 5.0  # seconds: rows about one channel this close belong to one call
@@ -383,7 +383,10 @@ class CallBuilder:
         """This channel's recordings, by start: our named files, and files the
         CDR names (FreePBX's recordingfile)."""
         items: dict[str, tuple[float, FoundFile | str]] = {}
+        lo, hi = min(r.start for r in rows), max(r.end for r in rows)
         for f in self.ctx.files.of_uid(a.uniqueid):
+            if f.kind == "freepbx":
+                f.started = fit_start(f, lo, hi)
             if f.kind in ("interleaved", "legs_main", "freepbx") and f.started is not None:
                 items[f.path] = (f.started, f)
         for row in rows:
@@ -393,6 +396,8 @@ class CallBuilder:
             if path in items:
                 continue
             f = self.ctx.files.files.get(path)
+            if f is not None and f.kind == "freepbx":
+                f.started = fit_start(f, lo, hi)
             if f is not None and f.started is not None:
                 items[path] = (f.started, f)
             else:
@@ -421,6 +426,9 @@ class CallBuilder:
             found = describe_name(item, item, None)
         else:
             found = item
+        if found.kind == "freepbx":
+            found.started = fit_start(found, min(r.start for r in rows),
+                                      max(r.end for r in rows)) or start
         if any(r.recordingfile for r in rows) and found.kind == "freepbx":
             tagged = [r for r in rows if r.recordingfile
                       and self._recordingfile_path(r.recordingfile) == found.path]
