@@ -76,8 +76,10 @@ class PartyResolver:
         for candidate in (ampuser, self._by_endpoint.get(ch.endpoint), ch.endpoint):
             if candidate and candidate in users:
                 return candidate
-        if _originating(ch) and ch.caller_num in users:
-            return ch.caller_num
+        if _originating(ch):
+            for number in (ch.origin_num, ch.caller_num):
+                if number in users:
+                    return number
         return None
 
     def kind(self, ch: Channel) -> tuple[Kind, str, str | None]:
@@ -106,8 +108,10 @@ class PartyResolver:
         for candidate in (ch.ampuser if _originating(ch) else None, ch.endpoint):
             if candidate and _extension_like(candidate):
                 return candidate
-        if _originating(ch) and _extension_like(ch.caller_num):
-            return ch.caller_num
+        if _originating(ch):
+            for number in (ch.origin_num, ch.caller_num):
+                if _extension_like(number):
+                    return number
         return None
 
     # -- what MiiTel shows --------------------------------------------------------------

@@ -18,6 +18,7 @@ VERSION = 1
 
 _FIELDS = (
     "uniqueid", "name", "linkedid", "created", "context", "exten", "caller_num", "caller_name",
+    "origin_num",
     "connected_num", "connected_name", "answered", "hungup", "dial_string", "originated",
     "partial", "did", "ampuser", "queue", "queue_label", "group", "tags", "voicemail_box",
     "vm_file",

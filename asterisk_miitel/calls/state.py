@@ -35,6 +35,9 @@ class Channel:
     exten: str = ""  # the extension at creation: what a caller dialled
     caller_num: str = ""
     caller_name: str = ""
+    # The caller number when the channel appeared: a phone's own number, before
+    # the dialplan rewrites CALLERID for the outside world (outbound caller ID).
+    origin_num: str = ""
     connected_num: str = ""
     connected_name: str = ""
     answered: float | None = None

@@ -259,6 +259,7 @@ class CallTracker:
                 partial=True,
             )
             self._update_ids(ch, event, prefix)
+            ch.origin_num = ch.caller_num
             if event.get(prefix + "ChannelStateDesc") == "Up":
                 ch.answered = ts
             self.channels[uid] = ch
@@ -283,6 +284,7 @@ class CallTracker:
             exten=event.get("Exten", ""),
         )
         self._update_ids(ch, event, "")
+        ch.origin_num = ch.caller_num
         self.channels[uid] = ch
         self._pair_local(ch)
 
@@ -722,12 +724,12 @@ DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
 # A full collection takes ~20 ms, so once per this many closed recordings.
 COLLECT_EVERY = 1000
 # What a journal knows of a channel's past that a live snapshot cannot tell.
-_HISTORY = ("context", "exten", "dialled_by", "dial_string", "dial_targets", "originated", "did",
-            "ampuser", "queue", "queue_label", "group", "tags", "voicemail_box", "vm_file",
-            "transfer", "made_transfer", "local_peer")
+_HISTORY = ("context", "exten", "origin_num", "dialled_by", "dial_string", "dial_targets",
+            "originated", "did", "ampuser", "queue", "queue_label", "group", "tags",
+            "voicemail_box", "vm_file", "transfer", "made_transfer", "local_peer")
 
 
-_JOURNAL_WINS = frozenset({"context", "exten", "dialled_by", "originated"})
+_JOURNAL_WINS = frozenset({"context", "exten", "dialled_by", "originated", "origin_num"})
 
 
 def _reachable(rec: Recording) -> dict[str, Channel]:
