@@ -26,6 +26,7 @@ examples:
   asterisk-miitel mock-miitel --port 8765       a local MiiTel stand-in for staging
   asterisk-miitel check                         is everything ready? one line per check
   asterisk-miitel users import users.csv        extension -> MiiTel user map from a spreadsheet
+  asterisk-miitel backfill --since 2026-11-01   the last weeks' recorded calls, from the CDR
 """
 
 
@@ -106,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="the CSV is the whole list: drop extensions it does not have")
     imp.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
 
+    backfill = add("backfill", "send recorded calls from the CDR over a date range",
+                   "asterisk-miitel backfill --since 2026-11-01 --until 2026-11-20 --dry-run")
+    backfill.add_argument("--since", required=True, metavar="DATE",
+                          help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (PBX time)")
+    backfill.add_argument("--until", metavar="DATE", help="last day, included (default: now)")
+    backfill.add_argument("--dry-run", action="store_true",
+                          help="queue nothing; print each call_data as a JSON line")
+
     demo = add("demo", "send a bundled real call through the service to a local MiiTel stand-in",
                "asterisk-miitel demo")
     demo.add_argument("--keep", metavar="DIR", help="keep the demo's files in DIR")
@@ -183,6 +192,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "replay":
         return _replay(args, config)
+    if args.command == "backfill":
+        from .catchup.cli import backfill_main
+
+        return backfill_main(config, args.since, args.until, args.dry_run)
     if args.command == "status":
         return asyncio.run(_status(config))
     if args.command == "retry":
@@ -254,6 +267,10 @@ async def _status(config: Config) -> int:
         raise UserError(f"no outbox at {config.outbox.path} yet: has `run` been started?")
     async with Outbox(config.outbox.path) as outbox:
         print(await status_report(outbox))
+        from .catchup import status_lines
+
+        for line in await status_lines(outbox):
+            print(line)
     return 0
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .catchup.config import CatchupConfig
 from .miitel.numbers import InvalidNumber, NumberRules, normalize_number
 
 ENV_PREFIX = "ASTERISK_MIITEL_"
@@ -243,6 +244,7 @@ class Config(BaseSettings):
     users: dict[str, UserConfig] = Field(default_factory=dict)
     http: HttpConfig = Field(default_factory=HttpConfig)
     send: SendConfig = Field(default_factory=SendConfig)
+    catchup: CatchupConfig = Field(default_factory=CatchupConfig)
     # A separate TOML file with a [users] table (what `users import` writes),
     # merged into `users` by load_config; relative to the config file.
     users_file: Path | None = None

@@ -24,6 +24,7 @@ from .calls.classify import Context, Outcome, classify
 from .calls.journal import Journal, estimate_answer, recording_seconds
 from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
+from .catchup import CatchUpTask
 from .config import Config, ConfigError
 from .miitel.client import MiitelClient, Timeouts
 from .ops.metrics import ServiceMetrics
@@ -96,6 +97,10 @@ class Service:
         self._journal_wake = asyncio.Event()
         # Journal entries from before a restart, resumed or finished once AMI is up.
         self._orphans: list[tuple[str, dict[str, Any], float]] = []
+        # Calls that began and ended while we were not listening: from the CDR.
+        self.catchup = CatchUpTask(
+            config, self.outbox, pbx_id=self._catchup_pbx_id, is_live=self._catchup_is_live
+        )
         self._last_alive: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -160,6 +165,7 @@ class Service:
             await self._flush_journal()
         if self.sender is not None:
             await self.sender.stop(max(0.5, deadline - (time.monotonic() - start)))
+        await self.catchup.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -259,6 +265,9 @@ class Service:
                     await self._flush_held()
                 if time.monotonic() - beat >= HEARTBEAT_EVERY:
                     await self.outbox.set_meta("alive_at", repr(self.clock()))
+                    connected = bool(self.listener is not None and self.listener.stats.connected
+                                     and self._gap_started is None)
+                    await self.catchup.heartbeat(self._now(), connected)
                     beat = time.monotonic()
             await asyncio.sleep(1.0 if self._held else HEARTBEAT_EVERY)
 
@@ -390,6 +399,7 @@ class Service:
                 await self._discover_recordings(session, live)
             finally:
                 session.release()
+            await self.catchup.connected(self._now())
             while True:  # a missed Hangup must not keep a call open for ever
                 await asyncio.sleep(RESYNC_EVERY)
                 # Held: a channel born after the list must not look hung up.
@@ -427,7 +437,17 @@ class Service:
             raise ConnectionError(f"CoreShowChannels refused: {reply.get('Message', reply)}")
         return [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
 
+    async def _catchup_pbx_id(self) -> str:
+        await self._pbx_id_known.wait()
+        assert self.pbx_id is not None
+        return self.pbx_id
+
+    def _catchup_is_live(self, file: str) -> bool:
+        """Live tracking follows this recording (or will resume it): not catch-up's."""
+        return file in self.tracker.recordings or any(k == file for k, _d, _t in self._orphans)
+
     def _on_disconnected(self) -> None:
+        self.catchup.disconnected()
         if self._gap_started is None:
             self._gap_started = self._now()
 
