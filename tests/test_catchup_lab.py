@@ -10,7 +10,6 @@ fixtures of tests/fixtures/cdr/ (AMI, cdr_csv, FreePBX-shaped CDR, files).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import sys
@@ -24,7 +23,7 @@ from asterisk_miitel.catchup import CatchupConfig, CatchUpTask
 from asterisk_miitel.config import Config
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.outbox.store import Outbox
-from asterisk_miitel.service import HEARTBEAT_EVERY, Service
+from asterisk_miitel.service import Service
 from tests.lab import PHONES, SIP_PORT, TRUNK, Lab
 from tests.lab.audio import analyse
 
@@ -35,52 +34,8 @@ ASTERISK = f"127.0.0.1:{SIP_PORT}"
 CUSTOMER = ["Tanaka Hanako", "0312349999"]
 
 
-class WiredService(Service):
-    """The Service with the catch-up wiring of docs/CATCHUP.md ("For the
-    service"), used until service.py carries it itself."""
-
-    def __init__(self, config: Config, cc: CatchupConfig, **kw: Any) -> None:
-        super().__init__(config, **kw)
-        self.catchup = CatchUpTask(config, self.outbox, pbx_id=self._catchup_pbx_id,
-                                   is_live=self._catchup_is_live, cc=cc)
-
-    async def _catchup_pbx_id(self) -> str:
-        await self._pbx_id_known.wait()
-        assert self.pbx_id is not None
-        return self.pbx_id
-
-    def _catchup_is_live(self, file: str) -> bool:
-        return file in self.tracker.recordings or any(k == file for k, _d, _t in self._orphans)
-
-    async def start(self) -> None:
-        await super().start()
-        self._tasks.append(asyncio.create_task(self._catchup_beat(), name="catchup-beat"))
-
-    async def _catchup_beat(self) -> None:
-        while True:
-            connected = bool(self.listener is not None and self.listener.stats.connected
-                             and self._gap_started is None)
-            with contextlib.suppress(Exception):
-                await self.catchup.heartbeat(self._now(), connected)
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-    async def _discover_recordings(self, session: Any, live: list[dict[str, str]]) -> None:
-        await super()._discover_recordings(session, live)
-        await self.catchup.connected(self._now())
-
-    def _on_disconnected(self) -> None:
-        super()._on_disconnected()
-        self.catchup.disconnected()
-
-    async def stop(self, deadline: float = 10.0) -> None:
-        await self.catchup.stop()
-        await super().stop(deadline)
-
-
 def _service(config: Config, cc: CatchupConfig) -> Service:
-    if "catchup" in Config.model_fields:  # the lead has wired it into Service itself
-        return Service(config)
-    return WiredService(config, cc)
+    return Service(config)
 
 
 def _config(lab: Lab, tmp: Path, url: str) -> tuple[Config, CatchupConfig]:
@@ -102,8 +57,7 @@ def _config(lab: Lab, tmp: Path, url: str) -> tuple[Config, CatchupConfig]:
                   "1002": {"miitel_user_id": HANAKO, "name": "Ishikawa Jiro"},
                   "1003": {"miitel_user_id": JIRO, "name": "Ueda Saburo"}},
     }
-    if "catchup" in Config.model_fields:
-        data["catchup"] = cc.model_dump(mode="json")
+    data["catchup"] = cc.model_dump(mode="json")
     return Config(**data), cc
 
 
@@ -232,8 +186,7 @@ async def _scenario(lab: Lab, tmp: Path) -> None:
         third = _service(config, cc)
         await third.start()
         try:
-            assert isinstance(third, WiredService) or hasattr(third, "catchup")
-            task: CatchUpTask = third.catchup  # type: ignore[attr-defined]
+            task: CatchUpTask = third.catchup
             async def ran() -> bool:
                 return task.runs >= 1
             await _until(ran, 30, "second catch-up")
