@@ -22,3 +22,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     from tests.lab.fixtures import report_header
 
     return report_header(config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which Asterisk the real-lab tests ran against, even with -q."""
+    from tests.lab.fixtures import summary_line
+
+    line = summary_line(terminalreporter.config)
+    if line:
+        terminalreporter.write_line(line)

@@ -31,6 +31,7 @@ from .rootfs import LabError, unavailable_reason
 
 # What the report header said about the Asterisk under test (tests/conftest.py).
 HEADER_VERSION = pytest.StashKey[str]()
+RAN_AGAINST = pytest.StashKey[str]()
 
 _shared: Lab | None = None
 _users = 0
@@ -85,12 +86,20 @@ def report_header(config: pytest.Config) -> str:
     return f"asterisk lab: {version} (Debian sid root {root})"
 
 
+def summary_line(config: pytest.Config) -> str | None:
+    """For the end of the run (shown even with -q): the Asterisk the lab tests used."""
+    version = config.stash.get(RAN_AGAINST, None)
+    return f"real-Asterisk tests ran against Asterisk {version}" if version else None
+
+
 def announce_version(the_lab: Lab, config: pytest.Config) -> None:
     """Name the Asterisk the run used, once, unless the report header already did."""
+    config.stash[RAN_AGAINST] = the_lab.asterisk_version or "?"
     said = config.stash.get(HEADER_VERSION, "")
     if said and the_lab.asterisk_version and the_lab.asterisk_version in said:
         return
     config.stash[HEADER_VERSION] = f"Asterisk {the_lab.asterisk_version}"
+    config.stash[RAN_AGAINST] = the_lab.asterisk_version or "?"
     line = f"asterisk lab: Asterisk {the_lab.asterisk_version} (running)"
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
