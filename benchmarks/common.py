@@ -99,9 +99,18 @@ def rss_now() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_rss() -> int:
-    """This process's peak resident set size so far, bytes (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_rss(pid: int | str = "self") -> int:
+    """A process's peak resident set size so far, bytes: VmHWM of its memory map.
+
+    Not getrusage's ru_maxrss: on Linux a child started with fork/vfork + exec
+    inherits its parent's high-water mark there (exec folds the old map's peak
+    into it), so a small client started by a big benchmark process reported
+    530 MB. VmHWM belongs to the map exec created.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux
 
 
 def cpu_seconds(pid: int) -> float:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import streams
-from .common import Section, cpu_seconds, median, percentile, python_env
+from .common import Section, cpu_seconds, median, peak_rss, percentile, python_env
 from .upload import _start_standin
 
 EVENT_TARGET = 0.25
@@ -271,10 +271,7 @@ timezone = "Asia/Tokyo"
         return cpu_seconds(self.proc.pid)
 
     def peak_rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return peak_rss(self.proc.pid)
 
     def states(self) -> dict[str, int]:
         with sqlite3.connect(self.outbox) as db:

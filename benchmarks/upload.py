@@ -5,8 +5,9 @@ asterisk_miitel.miitel.standin`, which streams the PUT to disk and probes
 it, as the tests use it) and the client (`python -m benchmarks.upload
 client`): `MiitelClient.create_call_history` then `upload_recording` of a
 500 MB stereo WAV (smoke: 50 MB) over 127.0.0.1. The client process holds
-nothing else, so its peak RSS (ru_maxrss, and /proc sampled every 5 ms
-during the PUT) is the upload's. The WAV is sparse: reading it costs no
+nothing else, so its peak RSS (VmHWM, and /proc sampled every 5 ms during
+the PUT) is the upload's. Not ru_maxrss: a child inherits its parent's peak
+there on Linux (see common.peak_rss). The WAV is sparse: reading it costs no
 disk time, so the throughput is the client's and the stand-in's (which
 writes every byte to its data directory).
 """
@@ -67,23 +68,26 @@ async def _client(webhook: str, path: str) -> dict[str, float]:
 
     before = rss_now()
     peak = [before]
+    peak_at = [0.0]
     stop = asyncio.Event()
 
     async def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_now())
+            now = rss_now()
+            if now > peak[0]:
+                peak[0], peak_at[0] = now, time.perf_counter() - start
             await asyncio.sleep(0.005)
 
     async with MiitelClient(webhook) as client:
         url = await client.create_call_history(CALL_DATA)
-        sampler = asyncio.create_task(sample())
         start = time.perf_counter()
+        sampler = asyncio.create_task(sample())
         sent = await client.upload_recording(url, path, "wav")
         seconds = time.perf_counter() - start
         stop.set()
         await sampler
-    return {"rss_before": before, "rss_peak_sampled": peak[0], "ru_maxrss": peak_rss(),
-            "bytes": sent, "seconds": seconds}
+    return {"rss_before": before, "rss_peak_sampled": peak[0], "peak_at": peak_at[0],
+            "hwm": peak_rss(), "bytes": sent, "seconds": seconds}
 
 
 def _start_standin(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
@@ -116,7 +120,7 @@ def run(smoke: bool) -> Section:
         finally:
             standin.terminate()
             standin.wait(10)
-    peak = max(max(r["ru_maxrss"], r["rss_peak_sampled"]) for r in results)
+    peak = max(max(r["hwm"], r["rss_peak_sampled"]) for r in results)
     before = max(r["rss_before"] for r in results)
     rates = sorted(r["bytes"] / MB / r["seconds"] for r in results)
     section.add("5a", f"peak RSS of the client process uploading a {size // MB} MB WAV",
@@ -127,6 +131,11 @@ def run(smoke: bool) -> Section:
                 f"{rates[len(rates) // 2]:.0f} MB/s", "", None,
                 f"median of {runs} ({', '.join(f'{r:.0f}' for r in rates)}); {size // MB} MB, "
                 "the stand-in writes it to disk")
+    for r in results:
+        section.details.append(
+            f"upload: {r['bytes'] / MB:.0f} MB in {r['seconds']:.2f} s, RSS before "
+            f"{r['rss_before'] / MB:.1f} MB, sampled peak {r['rss_peak_sampled'] / MB:.1f} MB "
+            f"at {r['peak_at']:.2f} s, VmHWM {r['hwm'] / MB:.1f} MB")
     return section
 
 
