@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from asterisk_miitel.config import Config
 
@@ -64,3 +65,35 @@ def place_recordings(tmp: Path, files: list[str]) -> None:
     for f in files:
         shutil.copy(DEMO_DIR / "miitel-1795472139-1795472139.4-1.raw",
                     tmp / "monitor" / os.path.basename(f))
+
+
+async def wait_for(predicate: Any, limit: float = 10.0) -> None:
+    """Poll an async predicate until it holds; fail the test after `limit` seconds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+def done(service: Any, n: int = 1) -> Any:
+    """A predicate: `n` calls of the service's outbox reached a final state."""
+
+    async def check() -> bool:
+        c = await service.outbox.counts()
+        return bool(c["uploaded"] + c["set_aside"] + c["skipped"] + c["sent"] >= n)
+
+    return check
+
+
+def tls_server(cert: Path, key: Path) -> Any:
+    """A server-side ssl.SSLContext with that certificate."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx

@@ -19,9 +19,9 @@ from asterisk_miitel.logs import setup_logging
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
-from .support import DEMO_DIR, place_recordings, service_config
+from .support import DEMO_DIR, done, place_recordings, service_config, tls_server, wait_for
 from .test_kill import RECORDING, burst
-from .test_service import demo_events, done, wait_for
+from .test_service import demo_events
 
 
 async def test_full_outbox_disk_holds_calls_loudly_and_loses_none(
@@ -137,29 +137,6 @@ async def test_no_secret_in_anything_the_service_prints(tmp_path: Path) -> None:
         assert secret not in text
     for path in tmp_path.rglob("*.log"):
         assert token not in path.read_text(errors="replace")
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
-    return cert, key
-
-
-def tls_server(cert: Path, key: Path):  # type: ignore[no-untyped-def]
-    import ssl
-
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    return ctx
 
 
 async def test_ami_over_tls_verified_with_the_pbx_ca(

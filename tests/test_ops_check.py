@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,19 +226,6 @@ async def test_an_unknown_webhook_host(tmp_path: Path) -> None:
     result = by_name(results)["MiiTel webhook host"]
     assert result.ok is False and "DNS lookup failed" in result.detail
     assert "secret-token" not in result.detail and "/webhook" not in result.detail
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 async def test_tls_handshake_without_sending_a_request(

@@ -3,7 +3,6 @@ and against the whole service after a real call (the counters move)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from asterisk_miitel.outbox.sender import SenderStats
 from asterisk_miitel.outbox.store import NewCall, Outbox
 from asterisk_miitel.service import Service
 
-from .support import DEMO_DIR, service_config
+from .support import DEMO_DIR, service_config, wait_for
 
 RECORDING = "miitel-1795472139-1795472139.4-1.raw"
 
@@ -217,15 +216,6 @@ def test_metrics_observer_never_breaks_the_sender(fake: FakeService) -> None:
 # -- the whole service ------------------------------------------------------------------
 
 
-async def wait_for(predicate: Any, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
 async def test_metrics_count_a_real_call_end_to_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,7 +232,7 @@ async def test_metrics_count_a_real_call_end_to_end(
             async def uploaded() -> bool:
                 return (await service.outbox.counts())["uploaded"] == 1
 
-            await wait_for(uploaded)
+            await wait_for(uploaded, 20)
             text = (await ops.get("/metrics"))[1]
             status, health, _ = await ops.get("/healthz")
         finally:

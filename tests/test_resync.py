@@ -10,9 +10,8 @@ from asterisk_miitel.ami.fake_server import FakeAmi
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
-from .support import place_recordings, service_config
+from .support import done, place_recordings, service_config, wait_for
 from .test_kill import burst
-from .test_service import done, wait_for
 
 
 async def test_resync_during_a_burst_closes_nothing_early(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

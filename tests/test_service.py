@@ -15,29 +15,13 @@ from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
 from .lab.audio import analyse
-from .support import DEMO_DIR, TARO, service_config
+from .support import DEMO_DIR, TARO, done, service_config, wait_for
 
 RECORDING = "miitel-1795472139-1795472139.4-1.raw"
 
 
 def demo_events() -> list[bytes]:
     return shift_times(transcript_events((DEMO_DIR / "ami.log").read_bytes()), time.time() - 10)
-
-
-async def wait_for(predicate, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-def done(service: Service, n: int = 1):  # type: ignore[no-untyped-def]
-    async def check() -> bool:
-        c = await service.outbox.counts()
-        return c["uploaded"] + c["set_aside"] + c["skipped"] + c["sent"] >= n
-    return check
 
 
 @pytest.fixture

@@ -56,19 +56,30 @@ def events_of(path) -> list[bytes]:  # type: ignore[no-untyped-def]
             if not e.startswith((b"Event: FullyBooted", b"Event: SuccessfulAuth"))]
 
 
+def persist(journal: Journal, stored: dict[str, dict]) -> None:
+    """What the service's journal writer does: apply the pending writes."""
+    for key, data in journal.take().items():
+        if data is None:
+            stored.pop(key, None)
+        else:
+            stored[key] = json.loads(json.dumps(data))
+
+
+def asterisk_after(events: list[bytes], cut: int) -> tuple[list[dict[str, str]], FakeAmi]:
+    """What CoreShowChannels lists once the first `cut` events have happened
+    (and the fake Asterisk, for its channel variables)."""
+    fake = FakeAmi(events)
+    fake.skip(cut)
+    reply = fake._answer({"Action": "CoreShowChannels", "ActionID": "1"}) or b""
+    return [m for m in parse([reply]) if m.get("Event") == "CoreShowChannel"], fake
+
+
 def run_with_restart(events: list[bytes], cut: int | None, ctx: Context) -> dict[str, dict]:
     """call_data by recording file; with `cut`, the service restarts after that event
     (the journal as the service keeps it; nothing happens while it is down)."""
     out: dict[str, dict] = {}
     journal = Journal()
     stored: dict[str, dict] = {}
-
-    def flush() -> None:
-        for key, data in journal.take().items():
-            if data is None:
-                stored.pop(key, None)
-            else:
-                stored[key] = json.loads(json.dumps(data))
 
     def closed(rec: Recording) -> None:
         journal.closed(rec)
@@ -80,13 +91,10 @@ def run_with_restart(events: list[bytes], cut: int | None, ctx: Context) -> dict
     stop = len(events) if cut is None else cut
     for ev in parse(events[:stop]):
         first.feed(ev, 0.0)
-        flush()
+        persist(journal, stored)
     if cut is None:
         return out
-    fake = FakeAmi(events)
-    fake.skip(cut)
-    reply = fake._answer({"Action": "CoreShowChannels", "ActionID": "1"}) or b""
-    live = [m for m in parse([reply]) if m.get("Event") == "CoreShowChannel"]
+    live, fake = asterisk_after(events, cut)
     journal = Journal()
     second = CallTracker(closed, on_changed=journal.changed, on_gone=journal.gone)
     second.reconcile(live, 0.0)
@@ -137,15 +145,8 @@ def run_burst_with_kill(events: list[bytes], cut: int, lag: int, ctx: Context) -
     for i, ev in enumerate(parsed[:cut]):
         first.feed(ev, float(i))
         if i < cut - lag:
-            for key, data in journal.take().items():
-                if data is None:
-                    stored.pop(key, None)
-                else:
-                    stored[key] = json.loads(json.dumps(data))
-    fake = FakeAmi(events)
-    fake.skip(cut)
-    reply = fake._answer({"Action": "CoreShowChannels", "ActionID": "1"}) or b""
-    live = [m for m in parse([reply]) if m.get("Event") == "CoreShowChannel"]
+            persist(journal, stored)
+    live, fake = asterisk_after(events, cut)
     journal = Journal()
     second = CallTracker(closed, on_changed=journal.changed, on_gone=journal.gone)
     second.reconcile(live, float(cut))
