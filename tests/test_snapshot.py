@@ -94,7 +94,7 @@ def run_with_restart(events: list[bytes], cut: int | None, ctx: Context) -> dict
         persist(journal, stored)
     if cut is None:
         return out
-    live, fake = asterisk_after(events, cut)
+    live, _fake = asterisk_after(events, cut)
     journal = Journal()
     second = CallTracker(closed, on_changed=journal.changed, on_gone=journal.gone)
     second.reconcile(live, 0.0)
