@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import traceback
@@ -38,6 +39,11 @@ def _run_one(name: str, smoke: bool, profile: bool) -> Section:
     from . import labbench
 
     return labbench.run(smoke)
+
+
+def _order(row: Row) -> tuple[int, str]:
+    digits = re.match(r"\d+", row.key)
+    return (int(digits.group(0)) if digits else 99, row.key)
 
 
 def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) -> int:
@@ -69,6 +75,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
                     for line in section.details]
         print(f"[benchmarks] {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
 
+    rows.sort(key=_order)  # 1..6 as the issue numbers them, whatever ran first
     mode = "smoke (short runs: numbers are not the benchmark's)" if args.smoke else "full"
     out(f"## Benchmark results ({mode})")
     out("")

@@ -401,7 +401,7 @@ def _secs(value: float) -> str:
 def _split(timings: Sequence[Timing]) -> str:
     def med(fn: Callable[[Timing], float | None]) -> str:
         values = [v for t in timings if (v := fn(t)) is not None]
-        return f"{median(values) * 1000:.0f}" if values else "?"
+        return f"{round(median(values) * 1000) + 0:d}" if values else "?"  # no "-0"
 
     return (f"closed {med(lambda t: t.closed - t.hangup if t.closed else None)}, "
             "WAV +" + med(lambda t: t.converted - t.closed if t.converted and t.closed else None)

@@ -211,7 +211,7 @@ def profile(stream: Stream, top: int = 18) -> list[str]:
 def _trim(text: str) -> list[str]:
     keep = text.strip().splitlines()
     start = next((i for i, t in enumerate(keep) if t.strip().startswith("ncalls")), 0)
-    return [t.replace(str(REPO) + "/", "") for t in keep[max(0, start - 1):]]
+    return [t.replace(str(REPO) + "/", "") for t in keep[start:]]
 
 
 def run(smoke: bool, profile_it: bool = False) -> Section:
