@@ -68,44 +68,6 @@ LOAD_ROWS = (("6a", "load: calls placed at once / uploaded / lost", "all, 0 lost
              ("6c", "load: latency hangup -> upload 200 under load, median / p95", ""))
 
 
-class LabBusy(Exception):
-    pass
-
-
-def _lab_class() -> type[Any]:
-    from tests.lab import Lab
-    from tests.lab.lab import MACHINE_LOCK
-
-    class BenchLab(Lab):
-        """The lab, waiting at most `lock_wait` s for another run's lab to finish."""
-
-        lock_wait = 1800.0
-
-        def _take_machine_lock(self) -> None:
-            import fcntl
-
-            self._lock_file = open(MACHINE_LOCK, "a+")  # held until stop()
-            deadline = time.monotonic() + self.lock_wait
-            said = False
-            while True:
-                try:
-                    fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        self._lock_file.close()
-                        self._lock_file = None  # type: ignore[assignment]  # as Lab does
-                        raise LabBusy(f"another run holds the lab ({MACHINE_LOCK}) "
-                                      f"after {self.lock_wait:.0f} s") from None
-                    if not said:
-                        print("[benchmarks] another lab is running: waiting for it",
-                              file=sys.stderr, flush=True)
-                        said = True
-                    time.sleep(0.5)
-
-    return BenchLab
-
-
 # -- calls ------------------------------------------------------------------------------
 
 
@@ -472,7 +434,7 @@ def load_section(lab: Any, service: Service, webhook: str, smoke: bool) -> Secti
 def run(smoke: bool) -> Section:
     section = Section()
     all_rows = EVENT_ROWS + LATENCY_ROWS + LOAD_ROWS
-    from tests.lab import LabError, unavailable_reason
+    from tests.lab import Lab, LabError, unavailable_reason
 
     reason = unavailable_reason()
     if reason is None and shutil.which("sipp") is None and not Path("/usr/bin/sipp").exists():
@@ -480,11 +442,11 @@ def run(smoke: bool) -> Section:
     if reason:
         section.skip(all_rows, reason)
         return section
-    lab = _lab_class()()
-    lab.lock_wait = 20.0 if smoke else 1800.0
+    # LabBusy (another run holds the machine's lab too long) is a LabError.
+    lab = Lab(lock_wait=20.0 if smoke else 1800.0)
     try:
         lab.start()
-    except (LabBusy, LabError) as exc:
+    except LabError as exc:
         section.skip(all_rows, str(exc).splitlines()[0][:100])
         return section
     try:

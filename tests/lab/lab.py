@@ -50,6 +50,10 @@ from .sipp import (
 
 HERE = Path(__file__).resolve().parent
 MACHINE_LOCK = "/tmp/asterisk-miitel-lab.lock"
+
+
+class LabBusy(LabError):
+    """Another run kept the machine's one lab longer than we were willing to wait."""
 REPO = HERE.parent.parent
 CONF_DIR = HERE / "conf"
 DIALPLAN_DIR = REPO / "dialplan"
@@ -113,10 +117,12 @@ class Lab:
     miitel_username = "miitel"
 
     def __init__(self, flavour: str = "plain", *, detach: bool = False,
-                 keep_run_dir: bool | None = None) -> None:
+                 keep_run_dir: bool | None = None, lock_wait: float | None = None) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}")
         self.flavour = flavour
+        # Seconds to wait for another run's lab (None: as long as it takes).
+        self.lock_wait = lock_wait
         self.detach = detach
         self.keep_run_dir = (os.environ.get("ASTERISK_MIITEL_LAB_KEEP") == "1"
                              if keep_run_dir is None else keep_run_dir)
@@ -347,11 +353,22 @@ class Lab:
         import fcntl
 
         self._lock_file = open(MACHINE_LOCK, "a+")  # held until stop()
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"another lab is running on this machine: waiting for it ({MACHINE_LOCK})")
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        deadline = None if self.lock_wait is None else time.monotonic() + self.lock_wait
+        said = False
+        while True:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    self._release_machine_lock()
+                    raise LabBusy(f"another run has held the lab ({MACHINE_LOCK}) for "
+                                  f"{self.lock_wait:.0f} s") from None
+                if not said:
+                    log(f"another lab is running on this machine: waiting for it "
+                        f"({MACHINE_LOCK})")
+                    said = True
+                time.sleep(0.5)
 
     def _release_machine_lock(self) -> None:
         lock = getattr(self, "_lock_file", None)
