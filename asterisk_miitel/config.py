@@ -105,6 +105,11 @@ class NumbersConfig(_Section):
 class PbxConfig(_Section):
     # Used in call_data_id; default: Asterisk's SystemName or EntityID.
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _empty_id(cls, value: object) -> object:
+        return None if value == "" else value
     # IANA zone for call times; default: this machine's.
     timezone: str | None = None
     # Channel-name globs (e.g. "PJSIP/ntt-*") and dialplan contexts that mark

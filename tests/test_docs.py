@@ -1,0 +1,25 @@
+"""The README's configuration reference is a config the service accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asterisk_miitel.config import load_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_configuration_block_loads(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("```toml\n[ami]") + len("```toml\n")
+    block = text[start : text.index("```", start)]
+    # The placeholders a user fills in.
+    block = block.replace('"https://<company>.miitel.jp/..."', '"https://acme.miitel.jp/hook/abc"')
+    block = block.replace('miitel_user_id = "..."',
+                          'miitel_user_id = "5d7c3e1a-2b4f-4c6d-8e9f-0a1b2c3d4e5f"')
+    path = tmp_path / "config.toml"
+    path.write_text(block, encoding="utf-8")
+    config = load_config(path)
+    assert config.ami.username == "miitel"
+    assert config.users["1002"].endpoints == ["desk-sato"]
+    assert config.pbx.id is None and config.catchup.database_url is None  # "" means unset
