@@ -11,7 +11,6 @@ makes.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,9 @@ from asterisk_miitel.ami import synth
 from asterisk_miitel.config import Config
 
 from .common import REPO
+
+# The same interleaving the tests use (lazy: only `concurrency` calls held).
+interleave = synth.interleave
 
 CAPTURES = REPO / "tests" / "fixtures" / "captures"
 FILTERED = "ami_miitel.log"  # what the service's `miitel` user receives
@@ -131,33 +133,6 @@ def copies(tpls: Sequence[CallTemplate], count: int, first: int = 0,
     for n in range(first, first + count):
         events = tpls[n % len(tpls)].copy(n)
         yield cut(events) if cut is not None else events
-
-
-def interleave(calls: Iterable[list[bytes]], seed: int = 0,
-               concurrency: int = 1000) -> Iterator[bytes]:
-    """synth.interleave for a lazy source of calls (it only ever holds `concurrency`)."""
-    rng = random.Random(seed)
-    pending = iter(calls)
-    active: list[list[bytes]] = []
-    positions: list[int] = []
-    exhausted = False
-    while True:
-        while not exhausted and len(active) < concurrency:
-            nxt = next(pending, None)
-            if nxt is None:
-                exhausted = True
-            else:
-                active.append(nxt)
-                positions.append(0)
-        if not active:
-            return
-        i = rng.randrange(len(active))
-        yield active[i][positions[i]]
-        positions[i] += 1
-        if positions[i] >= len(active[i]):
-            active[i], positions[i] = active[-1], positions[-1]
-            active.pop()
-            positions.pop()
 
 
 def chunked(blocks: Iterable[bytes], size: int = CHUNK) -> Iterator[bytes]:

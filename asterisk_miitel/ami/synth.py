@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .fake_server import transcript_events
 
@@ -52,8 +52,12 @@ def renumber(events: list[bytes], copy: int) -> list[bytes]:
     return out
 
 
-def interleave(calls: list[list[bytes]], seed: int = 0, concurrency: int = 1000) -> Iterator[bytes]:
-    """Merge calls' events, each call in its own order, up to `concurrency` at once."""
+def interleave(
+    calls: Iterable[list[bytes]], seed: int = 0, concurrency: int = 1000
+) -> Iterator[bytes]:
+    """Merge calls' events, each call in its own order, up to `concurrency` at once.
+
+    `calls` may be lazy: only `concurrency` calls are held at a time."""
     rng = random.Random(seed)
     pending = iter(calls)
     active: list[list[bytes]] = []
