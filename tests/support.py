@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +99,16 @@ def tls_server(cert: Path, key: Path) -> Any:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Any]:
+    """A started Service, stopped (as on SIGTERM) when the block ends."""
+    from asterisk_miitel.service import Service
+
+    service = Service(config)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()

@@ -19,7 +19,7 @@ from asterisk_miitel.logs import setup_logging
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
-from .support import DEMO_DIR, done, place_recordings, service_config, tls_server, wait_for
+from .support import DEMO_DIR, done, place_recordings, running, service_config, tls_server, wait_for
 from .test_kill import RECORDING, burst
 from .test_service import demo_events
 
@@ -31,9 +31,7 @@ async def test_full_outbox_disk_holds_calls_loudly_and_loses_none(
     place_recordings(tmp_path, files)
     async with StandIn(tmp_path / "miitel", port=0) as standin, \
             FakeAmi(events, pace=0.01) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             # The disk is full: SQLite may not grow the database by a single page.
             async with service.outbox.db.execute("PRAGMA page_count") as cur:
                 pages = (await cur.fetchone())[0]
@@ -49,8 +47,6 @@ async def test_full_outbox_disk_holds_calls_loudly_and_loses_none(
             await service.outbox.db.execute("PRAGMA max_page_count = 1073741823")
             await wait_for(done(service, 6), 30)
             assert service.accepting and not service._held
-        finally:
-            await service.stop()
     calls = standin.calls()
     assert len(calls) == 6 and all(c["post_count"] == 1 and c["status"] == "uploaded" for c in calls)
     with sqlite3.connect(tmp_path / "outbox.sqlite3") as db:
@@ -76,16 +72,12 @@ async def test_recordings_are_deleted_only_when_configured_and_only_after_a_200(
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 recordings={"delete_after_upload": True},
                                 miitel={"retry_base": 0.3})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             async def failing() -> bool:
                 return service.sender is not None and service.sender.stats.retries >= 1
             await wait_for(failing)
             assert original.exists()  # a failed upload never costs the recording
             await wait_for(done(service), 20)
-        finally:
-            await service.stop()
     assert standin.calls()[0]["status"] == "uploaded"
     assert not original.exists()
 
@@ -95,12 +87,8 @@ async def test_by_default_recordings_are_kept(tmp_path: Path) -> None:
     original = tmp_path / "monitor" / RECORDING
     shutil.copy(DEMO_DIR / RECORDING, original)
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service))
-        finally:
-            await service.stop()
     assert original.exists() and not list((tmp_path / "work").glob("*"))
 
 
@@ -120,14 +108,10 @@ async def test_no_secret_in_anything_the_service_prints(tmp_path: Path) -> None:
         standin.add_fault(method="POST", process=True, drop="after_body", times=1)
         standin.add_fault(method="PUT", status=503, times=1)
         standin.add_fault(method="PUT", drop="after_body", times=1)
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             await asyncio.sleep(0.5)
             ami.cut()  # and an AMI drop
             await wait_for(done(service, 3), 30)
-        finally:
-            await service.stop()
             logging.getLogger().handlers.clear()
         uploads = [c["upload_url"] for c in standin.calls() if c.get("upload_url")]
     text = out.getvalue()
@@ -149,12 +133,8 @@ async def test_ami_over_tls_verified_with_the_pbx_ca(
             FakeAmi(demo_events(), ssl=tls_server(cert, key)) as ami:
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 ami={"host": "localhost", "tls": True, "tls_ca_file": str(cert)})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             await wait_for(done(service))
-        finally:
-            await service.stop()
     assert [c["status"] for c in standin.calls()] == ["uploaded"]
 
 
@@ -165,12 +145,8 @@ async def test_ami_over_tls_refuses_an_unknown_certificate_by_default(
     async with FakeAmi(demo_events(), ssl=tls_server(cert, key)) as ami:
         config = service_config(tmp_path, ami.port, None,
                                 ami={"host": "localhost", "tls": True})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config):
             await asyncio.sleep(1.0)
-        finally:
-            await service.stop()
     assert ami.logins == 0  # never logged in: the secret was never sent
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text or "certificate verify" in caplog.text
 
@@ -201,13 +177,9 @@ async def test_a_wav_with_a_lying_header_is_fixed_and_sent(tmp_path: Path) -> No
     lying_wav(tmp_path / "monitor" / RECORDING.replace(".raw", ".wav"), 3.0, 0xFFFFFFFF)
     async with StandIn(tmp_path / "miitel", port=0) as standin, \
             FakeAmi(as_mono_wav_call(demo_events())) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service))
             [row] = await service.outbox.latest(["uploaded"])
-        finally:
-            await service.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["channels"] == 1
     assert call["call_data"]["audio_channel_type"] == "MONAURAL"
@@ -222,13 +194,9 @@ async def test_an_empty_recording_is_set_aside_and_the_next_call_goes_through(
     place_recordings(tmp_path, files)
     (tmp_path / "monitor" / os.path.basename(files[0])).write_bytes(b"")  # MixMonitor wrote nothing
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service, 2))
             [aside] = await service.outbox.latest(["set_aside"])
-        finally:
-            await service.stop()
     assert aside.reason_code == "recording" and "empty" in (aside.reason or "").lower()
     assert os.path.basename(files[0]) in (aside.reason or "")
     assert [c["status"] for c in standin.calls()] == ["uploaded"]
@@ -253,13 +221,9 @@ async def test_a_recording_still_growing_is_sent_as_it_is_with_a_note(tmp_path: 
                 FakeAmi(demo_events()) as ami:
             config = service_config(tmp_path, ami.port, standin.webhook_url,
                                     recordings={"wait_timeout": 1.0})
-            service = Service(config)
-            await service.start()
-            try:
+            async with running(config) as service:
                 await wait_for(done(service), 20)
                 [row] = await service.outbox.latest(["uploaded"])
-            finally:
-                await service.stop()
     finally:
         writer.close()
         await grower
@@ -275,12 +239,8 @@ async def test_slow_miitel_upload_times_out_and_is_retried_safely(tmp_path: Path
         standin.add_fault(method="PUT", delay=5, delay_phase="after_body", times=2)
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 miitel={"upload_idle_timeout": 0.5})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             await wait_for(done(service), 30)
-        finally:
-            await service.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["post_count"] == 1 and call["put_count"] >= 3
 
@@ -325,9 +285,7 @@ async def test_no_room_to_convert_waits_with_a_warning_then_sends(
         # Keeping this much free would leave no room for the converted WAV.
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 recordings={"min_free_mb": free_mb + 1000})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             async def waiting() -> bool:
                 row = await service.outbox.get(
                     (await service.outbox.all_ids())[0]) if await service.outbox.all_ids() else None
@@ -339,6 +297,4 @@ async def test_no_room_to_convert_waits_with_a_warning_then_sends(
             assert standin.calls() == []
             config.recordings.min_free_mb = 0  # an admin made room
             await wait_for(done(service), 30)
-        finally:
-            await service.stop()
     assert [c["status"] for c in standin.calls()] == ["uploaded"]

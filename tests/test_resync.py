@@ -8,9 +8,8 @@ from pathlib import Path
 from asterisk_miitel import service as service_module
 from asterisk_miitel.ami.fake_server import FakeAmi
 from asterisk_miitel.miitel.standin import StandIn
-from asterisk_miitel.service import Service
 
-from .support import done, place_recordings, service_config, wait_for
+from .support import done, place_recordings, running, service_config, wait_for
 from .test_kill import burst
 
 
@@ -19,13 +18,9 @@ async def test_resync_during_a_burst_closes_nothing_early(tmp_path: Path, monkey
     events, files = burst(8)
     place_recordings(tmp_path, files)
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events, pace=0.002) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service, 8), 30)
             rows = [await service.outbox.get(i) for i in await service.outbox.all_ids()]
-        finally:
-            await service.stop()
     assert {r.source for r in rows if r} == {"live"}  # none finished as "gap"
     assert sorted(c["status"] for c in standin.calls()) == ["uploaded"] * 8
     await asyncio.sleep(0)

@@ -15,7 +15,7 @@ from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.service import Service
 
 from .lab.audio import analyse
-from .support import DEMO_DIR, TARO, done, service_config, wait_for
+from .support import DEMO_DIR, TARO, done, running, service_config, wait_for
 
 RECORDING = "miitel-1795472139-1795472139.4-1.raw"
 
@@ -40,12 +40,8 @@ async def test_call_reaches_miitel_with_the_user_on_the_right_channel(
     tmp_path: Path, standin: StandIn, recording: Path
 ) -> None:
     async with FakeAmi(demo_events()) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service))
-        finally:
-            await service.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["post_count"] == 1 and call["put_count"] == 1
     data = call["call_data"]
@@ -71,12 +67,8 @@ async def test_miitel_errors_then_recovery_nothing_lost_nothing_twice(
     standin.add_fault(method="PUT", status=503, times=2)
     standin.add_fault(method="PUT", drop="after_body", times=1)
     async with FakeAmi(demo_events()) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service), 20)
-        finally:
-            await service.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded"
     assert call["post_count"] == 1  # 500 and 429 created nothing; never POSTed twice
@@ -89,13 +81,9 @@ async def test_post_timeout_is_set_aside_not_repeated(
     # MiiTel stores the call, but its answer never arrives: the outcome is unknown.
     standin.add_fault(method="POST", process=True, drop="after_body", times=1)
     async with FakeAmi(demo_events()) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service), 20)
             [row] = await service.outbox.latest(["set_aside"])
-        finally:
-            await service.stop()
     assert row.reason_code == "outcome_unknown" and "retry --force" in (row.reason or "")
     [call] = standin.calls()
     assert call["post_count"] == 1 and call["status"] != "uploaded"
@@ -107,13 +95,9 @@ async def test_missing_recording_is_set_aside_with_a_reason(
     async with FakeAmi(demo_events()) as ami:
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 recordings={"wait_timeout": 0.5})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             await wait_for(done(service))
             [row] = await service.outbox.latest(["set_aside"])
-        finally:
-            await service.stop()
     assert row.reason_code == "recording"
     assert RECORDING in (row.reason or "") and "mounted" in (row.reason or "")
     assert standin.calls() == []  # nothing half-sent
@@ -123,21 +107,13 @@ async def test_without_webhook_calls_wait_in_the_outbox(
     tmp_path: Path, standin: StandIn, recording: Path
 ) -> None:
     async with FakeAmi(demo_events()) as ami:
-        service = Service(service_config(tmp_path, ami.port, None))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, None)) as service:
             async def ready() -> bool:
                 return (await service.outbox.counts())["ready"] == 1
             await wait_for(ready)
-        finally:
-            await service.stop()
     # A second start with the URL set sends it.
-    service = Service(service_config(tmp_path, 1, standin.webhook_url))
-    await service.start()
-    try:
+    async with running(service_config(tmp_path, 1, standin.webhook_url)) as service:
         await wait_for(done(service))
-    finally:
-        await service.stop()
     assert [c["status"] for c in standin.calls()] == ["uploaded"]
 
 
@@ -155,13 +131,9 @@ async def test_ami_cut_mid_call_finishes_the_recording_from_what_is_known(
 
     ami.on_event = cut_before_hangup
     async with ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service))
             [row] = await service.outbox.latest(["uploaded"])
-        finally:
-            await service.stop()
     assert ami.logins == 2  # reconnected; CoreShowChannels listed no live channel
     assert row.source == "gap"
     [call] = standin.calls()
@@ -170,14 +142,10 @@ async def test_ami_cut_mid_call_finishes_the_recording_from_what_is_known(
 
 async def test_dead_link_is_noticed_and_replaced(tmp_path: Path, standin: StandIn) -> None:
     async with FakeAmi([], answer_pings=False) as ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             async def relogged() -> bool:
                 return ami.logins >= 2
             await wait_for(relogged, 10)
-        finally:
-            await service.stop()
     assert service.listener is not None and service.listener.stats.dead_links >= 1
 
 
@@ -187,15 +155,11 @@ async def test_refused_login_is_said_once_clearly_without_the_secret(
     async with FakeAmi([], secret="the-right-one") as ami:
         config = service_config(tmp_path, ami.port, standin.webhook_url,
                                 ami={"secret": "wrong-s3cret-value", "reconnect_max": 5})
-        service = Service(config)
-        await service.start()
-        try:
+        async with running(config) as service:
             async def refused() -> bool:
                 return bool(service.listener and service.listener.stats.login_failures)
             await wait_for(refused)
             await asyncio.sleep(0.5)
-        finally:
-            await service.stop()
     text = caplog.text
     assert "login refused for user 'miitel'" in text
     assert "wrong-s3cret-value" not in text
@@ -224,12 +188,8 @@ async def test_restart_resumes_an_upload_and_sends_nothing_twice(
         await first.watcher.aclose()
         await first.outbox.close()
     standin.clear_faults()
-    second = Service(service_config(tmp_path, 1, standin.webhook_url))
-    await second.start()
-    try:
+    async with running(service_config(tmp_path, 1, standin.webhook_url)) as second:
         await wait_for(done(second))
-    finally:
-        await second.stop()
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["post_count"] == 1
 
@@ -251,13 +211,9 @@ async def test_asterisk_restart_mid_call_sends_the_partial_recording_marked_trun
 
     ami.on_event = restart_before_hangup
     async with ami:
-        service = Service(service_config(tmp_path, ami.port, standin.webhook_url))
-        await service.start()
-        try:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
             await wait_for(done(service))
             [row] = await service.outbox.latest(["uploaded"])
-        finally:
-            await service.stop()
     assert row.source == "restart"
     [call] = standin.calls()
     assert call["status"] == "uploaded" and call["call_data"]["event_type"] == "INCOMING_CALL"
