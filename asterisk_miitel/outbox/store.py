@@ -40,13 +40,14 @@ STATES: tuple[State, ...] = (
     "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
     "skipped",
 )
+# The states the sender works on (due when next_attempt_at has come).
 ACTIVE: tuple[State, ...] = ("waiting_recording", "ready", "created")
+_ACTIVE_SQL = "('" + "','".join(ACTIVE) + "')"
+# Not final yet: also a POST in flight.
+_IN_PROGRESS_SQL = "('" + "','".join((*ACTIVE, "posting")) + "')"
 
-# Why a call was set aside; `retry` without --force only re-queues the kinds
-# where sending again cannot create a second call history in MiiTel.
-SAFE_TO_RETRY = frozenset(
-    {"recording", "users", "number", "permanent_before_post", "rejected", "config"}
-)
+# Why a call was set aside; `retry` without --force refuses these kinds, where
+# sending again may create a second call history in MiiTel.
 NEEDS_FORCE = frozenset({"outcome_unknown", "upload_expired", "upload_refused"})
 
 SCHEMA = """
@@ -338,7 +339,7 @@ class Outbox:
     async def due(self, now: float, limit: int = 100, exclude: Iterable[str] = ()) -> list[Row]:
         skip = set(exclude)
         async with self.db.execute(
-            "SELECT * FROM calls WHERE state IN ('waiting_recording','ready','created')"
+            f"SELECT * FROM calls WHERE state IN {_ACTIVE_SQL}"
             " AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?",
             (now, limit + len(skip)),
         ) as cur:
@@ -346,12 +347,7 @@ class Outbox:
         return [Row.from_sql(r) for r in rows if r["id"] not in skip][:limit]
 
     async def next_due_at(self) -> float | None:
-        async with self.db.execute(
-            "SELECT MIN(next_attempt_at) AS t FROM calls"
-            " WHERE state IN ('waiting_recording','ready','created')"
-        ) as cur:
-            row = await cur.fetchone()
-        return row["t"] if row and row["t"] is not None else None
+        return await self._earliest("next_attempt_at", _ACTIVE_SQL)
 
     async def counts(self) -> dict[str, int]:
         async with self.db.execute("SELECT state, COUNT(*) AS n FROM calls GROUP BY state") as cur:
@@ -367,9 +363,11 @@ class Outbox:
             return {r["source"]: r["n"] for r in await cur.fetchall()}
 
     async def oldest_waiting(self) -> float | None:
+        return await self._earliest("created_at", _IN_PROGRESS_SQL)
+
+    async def _earliest(self, column: str, states_sql: str) -> float | None:
         async with self.db.execute(
-            "SELECT MIN(created_at) AS t FROM calls"
-            " WHERE state IN ('waiting_recording','ready','posting','created')"
+            f"SELECT MIN({column}) AS t FROM calls WHERE state IN {states_sql}"
         ) as cur:
             row = await cur.fetchone()
         return row["t"] if row and row["t"] is not None else None
