@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from asterisk_miitel.ami.parser import AmiParser
-from asterisk_miitel.calls.classify import Context, classify
-from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
 
 from . import streams
@@ -73,17 +71,8 @@ def per_call(names: Sequence[str] | None, small: int, large: int) -> dict[str, f
 def rss_curve(checkpoints: Sequence[int], batch: int = 1000,
               concurrency: int = 100) -> dict[str, object]:
     tpls = streams.templates()
-    config = streams.lab_config()
-    ctx = Context(config, "bench", config.pbx.tz())
-    made = [0]
-
-    def closed(rec: Recording) -> None:
-        outcome = classify(rec, ctx)
-        if outcome.call_data is not None:
-            outcome.call_data.payload()
-            made[0] += 1
-
-    tracker = CallTracker(closed)
+    full = streams.FullPath()
+    tracker = full.tracker
     parser = AmiParser()
     rss: dict[int, int] = {}
     done = 0
@@ -99,7 +88,7 @@ def rss_curve(checkpoints: Sequence[int], batch: int = 1000,
         if done in checkpoints:
             rss[done] = rss_now()
     return {
-        "rss": {str(k): v for k, v in rss.items()}, "events": n, "call_data": made[0],
+        "rss": {str(k): v for k, v in rss.items()}, "events": n, "call_data": full.call_data,
         "left": {"channels": len(tracker.channels), "bridges": len(tracker.bridges),
                  "recordings": tracker.open_recordings, "locals": len(tracker._locals),
                  "dead": len(tracker._dead)},

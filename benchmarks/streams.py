@@ -158,3 +158,24 @@ def until_first_hangup(events: list[bytes]) -> list[bytes]:
 def count_events(data: bytes | Path) -> int:
     blob = data.read_bytes() if isinstance(data, Path) else data
     return blob.count(b"\r\n\r\n")
+
+
+class FullPath:
+    """Our path past the parser: a tracker whose closed recordings are
+    classified and turned into the call_data JSON, as the service does."""
+
+    def __init__(self) -> None:
+        from asterisk_miitel.calls.classify import Context, classify
+        from asterisk_miitel.calls.tracker import CallTracker
+
+        config = lab_config()
+        ctx = Context(config, "bench", config.pbx.tz())
+        self.call_data = 0
+
+        def closed(rec: Any) -> None:
+            outcome = classify(rec, ctx)
+            if outcome.call_data is not None:
+                outcome.call_data.payload()
+                self.call_data += 1
+
+        self.tracker = CallTracker(closed)

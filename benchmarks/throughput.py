@@ -83,8 +83,6 @@ from typing import Any
 from panoramisk.ami_protocol import AMIProtocol  # type: ignore[import-untyped]
 
 from asterisk_miitel.ami.protocol import MiitelAmiProtocol
-from asterisk_miitel.calls.classify import Context, classify
-from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
 
 from . import streams
@@ -159,16 +157,8 @@ class FullResult:
 
 
 async def _full(chunks: Sequence[bytes]) -> FullResult:
-    ctx = Context(streams.lab_config(), "bench", streams.lab_config().pbx.tz())
-    made = [0]
-
-    def closed(rec: Recording) -> None:
-        outcome = classify(rec, ctx)
-        if outcome.call_data is not None:
-            outcome.call_data.payload()
-            made[0] += 1
-
-    tracker = CallTracker(closed)
+    full = streams.FullPath()
+    tracker = full.tracker
     proto = MiitelAmiProtocol(tracker.feed)  # needs a running loop for its futures
     proto.connection_made(_NullTransport())
     feed = proto.data_received
@@ -176,7 +166,7 @@ async def _full(chunks: Sequence[bytes]) -> FullResult:
     for chunk in chunks:
         feed(chunk)
     seconds = time.perf_counter() - start
-    return FullResult(seconds, tracker.stats.recordings_closed, made[0], tracker)
+    return FullResult(seconds, tracker.stats.recordings_closed, full.call_data, tracker)
 
 
 def run_full(chunks: Sequence[bytes]) -> FullResult:
