@@ -113,3 +113,81 @@ def test_never_crashes_on_random_bytes(data: bytes) -> None:
     for i in range(0, len(data), 37):
         for msg in parser.feed(data[i : i + 37]):
             assert "Event" in msg or "Response" in msg
+
+
+# A recording's path: losing this event loses the call.
+MIXMON = (
+    b"Event: VarSet\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/trunk-00000004\r\n"
+    b"Uniqueid: 1795468345.4\r\nVariable: MIXMONITOR_FILENAME\r\n"
+    b"Value: /var/spool/asterisk/monitor/miitel-1795468345.4-1.raw\r\n\r\n"
+)
+SMALL_MAX = 1000  # so an oversized message is small enough to cut at every byte
+
+
+def oversized(size: int) -> bytes:
+    return b"Event: VarSet\r\nVariable: X\r\nValue: " + b"x" * size + b"\r\n\r\n"
+
+
+def bad_stream() -> bytes:
+    """Each kind of dropped or damaged input, each followed by a good message."""
+    return (
+        BANNER + NEWCHANNEL
+        + oversized(3 * SMALL_MAX) + MIXMON
+        + b"\x00\xffgarbage without colon\r\nmore\r\n\r\n" + MIXMON.replace(b"-1.raw", b"-2.raw")
+        + b"Event: Hangup\r\nCause-txt: \xff\xfe\xc3\r\nUniqueid: 9.9\r\n\r\n"
+        + MIXMON.replace(b"-1.raw", b"-3.raw")
+        + oversized(SMALL_MAX - 30) + MIXMON.replace(b"-1.raw", b"-4.raw")  # just over the cap
+    )
+
+
+def parse_small(chunks: list[bytes]) -> tuple[AmiParser, list[dict[str, str]]]:
+    parser = AmiParser(max_message=SMALL_MAX)
+    out: list[dict[str, str]] = []
+    for chunk in chunks:
+        out.extend(parser.feed(chunk))
+    return parser, out
+
+
+def check_bad_stream(parser: AmiParser, msgs: list[dict[str, str]], where: str) -> None:
+    files = [m["Value"].rsplit("-", 1)[1] for m in msgs if m.get("Variable") == "MIXMONITOR_FILENAME"]
+    assert files == ["1.raw", "2.raw", "3.raw", "4.raw"], where
+    assert [m["Event"] for m in msgs] == ["Newchannel", "VarSet", "VarSet", "Hangup", "VarSet",
+                                          "VarSet"], where
+    assert msgs[3]["Uniqueid"] == "9.9", where  # bad bytes replaced, the event kept
+    s = parser.stats
+    assert (s.oversized, s.malformed, s.bad_utf8) == (2, 1, 2), where  # the garbage holds \xff too
+
+
+def test_bad_input_then_good_cut_at_every_byte() -> None:
+    stream = bad_stream()
+    check_bad_stream(*parse_small([stream]), "whole")
+    for cut in range(1, len(stream)):
+        check_bad_stream(*parse_small([stream[:cut], stream[cut:]]), f"cut at byte {cut}")
+
+
+def test_bad_input_then_good_byte_by_byte() -> None:
+    stream = bad_stream()
+    check_bad_stream(*parse_small([bytes([b]) for b in stream]), "byte by byte")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(bad_stream()) - 1), max_size=12))
+def test_bad_input_then_good_any_split(cuts: list[int]) -> None:
+    stream = bad_stream()
+    points = [0, *sorted(set(cuts)), len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(points)]
+    check_bad_stream(*parse_small(chunks), f"cuts {points}")
+
+
+def test_200kb_message_cut_just_before_its_end_keeps_the_next_message() -> None:
+    """Found in the field: a 200 KB message whose last 1 or 2 bytes came in
+    the next read took the MIXMONITOR_FILENAME after it down with it."""
+    big = oversized(200 * 1024)
+    for back in range(1, 9):
+        for tail_with_next in (True, False):
+            parser = AmiParser()
+            chunks = [BANNER + big[:-back], big[-back:] + MIXMON] if tail_with_next else \
+                [BANNER + big[:-back], big[-back:], MIXMON]
+            msgs = [m for c in chunks for m in parser.feed(c)]
+            assert [m.get("Value", "")[-6:] for m in msgs] == ["-1.raw"], f"{back} {tail_with_next}"
+            assert parser.stats.oversized == 1

@@ -30,6 +30,7 @@ BANNER_PREFIX = b"Asterisk Call Manager/"
 DEFAULT_MAX_MESSAGE = 64 * 1024
 
 _END = re.compile(rb"\r?\n\r?\n")
+_KEEP = 3  # the longest start of a message end: b"\r\n\r"
 
 
 @dataclass
@@ -59,7 +60,7 @@ class AmiParser:
         self.keys = keys  # a message has one of these (a server parses "Action")
         self.version: str | None = None
         self.stats = ParserStats()
-        self._buf = b""
+        self._buf = self._buf[-_KEEP:]
         self._skipping = False  # inside an oversized message: drop until its end
         self._expect_banner = True
         self._on_problem = on_problem
@@ -111,7 +112,10 @@ class AmiParser:
     def _drop_oversized(self) -> None:
         if not self._skipping:  # count each oversized message once
             self._count_oversized(self._buf)
-        self._buf = b""
+        # Keep the last bytes: they may be the start of the message's end
+        # (`\r\n\r` with the `\n` in the next read). Dropped, the end would
+        # go unseen and the next good message be taken for the tail.
+        self._buf = self._buf[-_KEEP:]
         self._skipping = True
 
     def _count_oversized(self, block: bytes) -> None:
