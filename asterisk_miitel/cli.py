@@ -123,14 +123,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `mock-miitel` has its own options: hand everything after it over.
+    # `mock-miitel` has its own options (and --help): hand everything after it over.
     if "mock-miitel" in args_list:
         from .miitel.standin import main as standin_main
 
         index = args_list.index("mock-miitel")
-        if "-h" not in args_list[index + 1 :] and "--help" not in args_list[index + 1 :]:
+        rest = args_list[index + 1 :]
+        if "-h" not in rest and "--help" not in rest:
             setup_logging("text", "INFO")
-            return standin_main(args_list[index + 1 :])
+        return standin_main(rest)
     parser = _parser()
     args = parser.parse_args(args_list)
     for name, default in (("config", None), ("log_format", None), ("debug", False)):

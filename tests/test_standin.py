@@ -611,3 +611,40 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert len(stored) == 1
     assert json.loads(stored[0].read_text())["call_data"] == copy.deepcopy(
         sample(1)["call_data"][0])
+
+
+async def test_index_page_lists_what_was_received_escaped(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    async with aiohttp.ClientSession() as session, session.get(standin.base_url + "/") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert "Nothing received yet" in await resp.text()
+    hostile = '<script>alert(1)</script>"&'
+    (url,) = await create(standin, call_data("c1", participants=[
+        {"type": "FROM", "stereo_lr": "left", "miitel_user_id": USER_ID, "number": "201",
+         "name": "山田太郎"},
+        {"type": "TO", "stereo_lr": "right", "miitel_user_id": None, "number": "0312345678",
+         "name": hostile}]))
+    await put_file(url, write_wav(tmp_path / "c.wav", seconds=2))
+    await create(standin, call_data("c2"))
+    async with aiohttp.ClientSession() as session, session.get(standin.base_url + "/") as resp:
+        page = await resp.text()
+    assert "2 call histories received" in page
+    assert page.index("c2") < page.index("c1")  # newest first
+    assert "山田太郎" in page and "uploaded" in page and NOT_UPLOADED in page
+    assert "wav, 2 ch, 8000 Hz, 2.0 s" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;" in page
+    assert standin.state.webhook_path not in page  # the webhook path is the secret
+
+
+def test_mock_miitel_help_lists_every_option() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "asterisk_miitel", "mock-miitel", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--data-dir", "--upload-ttl", "--webhook-path",
+                   "--strict-datetime", "--no-user-id-check", "--log-level"):
+        assert option in result.stdout, option
+    assert "example" in result.stdout

@@ -11,6 +11,8 @@ Routes:
   or an altered query, 403 `AccessDenied` / `Request has expired` after
   `upload_ttl`; else the body is streamed to disk and judged as MiiTel would.
 - `GET /calls`: every call history, with what was uploaded.
+- `GET /`: the same as an HTML page for a person (every value escaped: call
+  data carries caller names from the PBX). The webhook path is not shown.
 - `GET|POST /_control`: the fault queue and the clock offset (see `faults`).
 
 A call_data_id POSTed again stays one history whose `post_count` grows, and
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import json
 import logging
 import os
@@ -111,6 +114,7 @@ def make_app(
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/calls", _calls)
+    app.router.add_get("/", _index)
     app.router.add_get("/_control", _control_get)
     app.router.add_post("/_control", _control_post)
     app.router.add_put("/upload/{token}", _upload)
@@ -350,6 +354,58 @@ def _drop(request: web.Request) -> web.Response:
 
 async def _calls(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].store.calls())
+
+
+async def _index(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return web.Response(text=index_page(state.store.calls(), str(state.store.data_dir)),
+                        content_type="text/html", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+_PAGE_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:4px 6px;
+text-align:left;vertical-align:top}th{background:#f4f4f4}.uploaded{color:#176b2c}
+.failed{color:#a00}.waiting_upload{color:#8a5a00}code{font-size:12px}
+"""
+
+
+def index_page(calls: list[dict[str, Any]], data_dir: str) -> str:
+    """What the stand-in received, newest first, for a person with a browser."""
+    esc = html.escape
+    rows = []
+    for call in reversed(calls):
+        data = call.get("call_data") or {}
+        parties = "<br>".join(
+            esc(f"{p.get('type')} {p.get('stereo_lr')}: {p.get('number')}"
+                + (f" {p['name']}" if p.get("name") else "")
+                + (" (MiiTel user)" if p.get("miitel_user_id") else ""))
+            for p in data.get("participants") or [] if isinstance(p, dict))
+        audio = "-"
+        if call.get("format"):
+            audio = esc(f"{call['format']}, {call['channels']} ch, {call['sample_rate']} Hz, "
+                        f"{call['duration'] or 0:.1f} s, {call['bytes']} bytes")
+        problem = esc(call.get("error") or "")
+        if call.get("error_detail"):
+            problem += f"<br><small>{esc(call['error_detail'])}</small>"
+        status = str(call.get("status"))
+        rows.append(
+            f"<tr><td>{esc(str(call.get('received_at')))}</td>"
+            f"<td><code>{esc(str(call.get('call_data_id')))}</code></td>"
+            f"<td>{esc(str(data.get('event_type')))}</td><td>{parties}</td>"
+            f"<td class=\"{esc(status)}\">{esc(status)}</td><td>{audio}</td>"
+            f"<td>{call.get('post_count')} / {call.get('put_count')}</td><td>{problem}</td></tr>")
+    body = ("<table><tr><th>received</th><th>call_data_id</th><th>event_type</th>"
+            "<th>participants</th><th>status</th><th>audio</th><th>POSTs / PUTs</th>"
+            "<th>MiiTel would show</th></tr>" + "".join(rows) + "</table>"
+            if rows else "<p>Nothing received yet: point the service's webhook_url here.</p>")
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<title>MiiTel stand-in</title>"
+            f"<style>{_PAGE_CSS}</style></head><body><h1>MiiTel stand-in</h1>"
+            f"<p>{len(calls)} call histor{'y' if len(calls) == 1 else 'ies'} received, kept in "
+            f"<code>{esc(data_dir)}</code>. JSON: <a href=\"/calls\">/calls</a>.</p>"
+            f"{body}</body></html>")
 
 
 def control_state(state: StandInState) -> dict[str, Any]:

@@ -126,21 +126,35 @@ async def serve(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asterisk-miitel mock-miitel",
-        description="A local stand-in for MiiTel's Incoming Webhook, for staging and tests.",
+        description="A local stand-in for MiiTel's Incoming Webhook, for staging and tests.\n"
+        "It checks each call history against MiiTel's official schema, hands out upload\n"
+        "URLs valid for 3 hours and judges each uploaded file as MiiTel would.\n"
+        "Open its address in a browser to see what it received.",
+        epilog="example:\n  asterisk-miitel mock-miitel --port 8765 --data-dir /tmp/miitel\n"
+        "then set [miitel] webhook_url to the URL it prints",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765, help="0: any free port")
-    parser.add_argument("--data-dir", help="where call histories and uploads are kept "
-                        "(default: a new temporary directory)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0: every "
+                        "interface)")
+    parser.add_argument("--port", type=int, default=8765,
+                        help="port to listen on (default 8765; 0: any free port)")
+    parser.add_argument("--data-dir", help="where call histories and uploads are kept, and "
+                        "the webhook path, so a restart keeps its URL (default: a new "
+                        "temporary directory)")
     parser.add_argument("--upload-ttl", type=float, default=DEFAULT_UPLOAD_TTL,
-                        help="seconds an upload URL stays valid (MiiTel: 10800)")
-    parser.add_argument("--webhook-path",
-                        help="default: /webhook/<random token>, kept in the data dir")
+                        metavar="SECONDS",
+                        help="seconds an upload URL stays valid (default and MiiTel's: 10800)")
+    parser.add_argument("--webhook-path", metavar="PATH",
+                        help="path of the webhook URL (default: /webhook/<random token>, kept "
+                        "in the data dir)")
     parser.add_argument("--strict-datetime", action="store_true",
                         help="accept only RFC 3339 offsets (+09:00), not +0900")
     parser.add_argument("--no-user-id-check", action="store_true",
                         help="do not enforce which participant needs a miitel_user_id")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="log level (default INFO): one line per request")
     return parser
 
 
