@@ -60,7 +60,7 @@ class AmiParser:
         self.keys = keys  # a message has one of these (a server parses "Action")
         self.version: str | None = None
         self.stats = ParserStats()
-        self._buf = self._buf[-_KEEP:]
+        self._buf = b""
         self._skipping = False  # inside an oversized message: drop until its end
         self._expect_banner = True
         self._on_problem = on_problem
