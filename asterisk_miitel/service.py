@@ -353,6 +353,10 @@ class Service:
             self._held.pop(0)
             if added:
                 self.stats.queued += 1
+                if call.state == "set_aside":
+                    # Set aside before the sender ever saw it (a missing user, the
+                    # commonest case): counted here, the sender counts the rest.
+                    self.metrics.count_set_aside(call.call_data)
             else:
                 self.stats.duplicates += 1
                 log.info("call %s was already in the outbox: not queued twice", call.id)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..config import EventTypeName
 from .policy import rule_of
 from .view import OutboxSnapshot, ServiceView, snapshot_outbox
 
@@ -40,6 +41,7 @@ LATENCY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 10800)
 SIZE_BUCKETS = (64e3, 256e3, 1e6, 4e6, 16e6, 64e6, 256e6, 1e9)
 # A call's outcome, from the sender's observer (`retry` is not an outcome).
 OUTCOMES = {"uploaded", "sent", "set_aside"}
+EVENT_TYPES: tuple[str, ...] = get_args(EventTypeName)
 
 
 class ServiceMetrics:
@@ -57,6 +59,11 @@ class ServiceMetrics:
             "(uploaded, sent without audio, set_aside, skipped)",
             ["event_type", "outcome"], registry=self.registry,
         )
+        # Every (event_type, outcome) series exists from the start at 0:
+        # Prometheus' increase() misses a series that first appears at 1.
+        for event_type in (*EVENT_TYPES, "unknown"):
+            for outcome in (*sorted(OUTCOMES), "skipped"):
+                self.calls.labels(event_type, outcome)
         self.skipped = Counter(
             f"{PREFIX}_calls_skipped", "Calls not sent because of a [send] rule, by rule",
             ["rule"], registry=self.registry,
@@ -100,6 +107,10 @@ class ServiceMetrics:
         """A call the [send] rules kept out (policy.decide's reason), at intake."""
         self.calls.labels(_event_type(call_data), "skipped").inc()
         self.skipped.labels(rule_of(reason)).inc()
+
+    def count_set_aside(self, call_data: Mapping[str, Any] | None) -> None:
+        """A call set aside at intake (it never reaches the sender's observer)."""
+        self.calls.labels(_event_type(call_data), "set_aside").inc()
 
     async def refresh(self) -> OutboxSnapshot:
         """Read the outbox (async) so that the next collect() can report it."""
