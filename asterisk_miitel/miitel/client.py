@@ -363,7 +363,7 @@ def _transport_error(
     exc: BaseException, method: str, url: str, progress: _Progress
 ) -> MiitelError:
     what = f"{method} {redact_url(url)}"
-    detail = scrub(f"{type(exc).__name__}: {exc}", url)
+    detail = scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, url)
     if progress.body_error is not None:
         return Permanent(f"{what} failed: {progress.body_error}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -393,19 +393,25 @@ def _parse_upload_urls(answer: _Answer, ids: list[str], webhook_url: str) -> dic
     """Map each id to its URL from `{"audio_upload_urls": [{"<id>": {"url": ...}}, ...]}`.
 
     Also accepted: one mapping instead of the list, and a bare URL string per id.
+    Anything else is `OutcomeUnknown`, never `Permanent`: MiiTel answered 2xx, so
+    the call history may exist, and a plain retry would create a second one.
     """
-    where = f"POST {redact_url(webhook_url)}"
-    body = scrub(answer.text, webhook_url)
+    def unknown(what: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"POST {redact_url(webhook_url)} answered {answer.status} but {what}, so the "
+            "call history may exist without its upload URL",
+            status=answer.status, body=scrub(answer.text, webhook_url),
+        )
+
     try:
         doc = json.loads(answer.text)
     except ValueError:
-        raise Permanent(f"{where}: answer is not JSON", status=answer.status, body=body) from None
+        raise unknown("the answer is not JSON") from None
     entries = doc.get("audio_upload_urls") if isinstance(doc, dict) else None
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list):
-        raise Permanent(f"{where}: answer has no audio_upload_urls", status=answer.status,
-                        body=body)
+        raise unknown("the answer has no audio_upload_urls")
     urls: dict[str, str] = {}
     for entry in entries:
         for call_data_id, value in entry.items() if isinstance(entry, dict) else ():
@@ -414,8 +420,7 @@ def _parse_upload_urls(answer: _Answer, ids: list[str], webhook_url: str) -> dic
                 urls[str(call_data_id)] = url
     missing = [i for i in ids if i not in urls]
     if missing:
-        raise Permanent(f"{where}: no upload URL for call_data_id {missing}",
-                        status=answer.status, body=body)
+        raise unknown(f"has no upload URL for call_data_id {missing}")
     return {i: urls[i] for i in ids}
 
 

@@ -4,13 +4,14 @@ The outbox decides by class alone, never by parsing a message:
 
 - `NotSent`: nothing reached MiiTel (connection refused, DNS, TLS, connect
   timeout). Safe to repeat, POST included.
-- `OutcomeUnknown`: the request went out but no answer came back (timeout,
-  connection lost). MiiTel may have created the call history: a POST must
-  not be repeated blindly. A PUT may be (it replaces the file).
+- `OutcomeUnknown`: the request went out but no usable answer came back
+  (timeout, connection lost, or a 2xx whose body holds no upload URL). MiiTel
+  may have created the call history: a POST must not be repeated blindly. A
+  PUT may be (it replaces the file).
 - `RetryableAnswer`: MiiTel answered 429, 408 or 5xx; try again later, after
   `retry_after` seconds if it said so.
-- `Permanent`: repeating the same request will not help (other 4xx, a
-  malformed answer, a missing upload URL, a file that is not what it claims).
+- `Permanent`: repeating the same request will not help, and MiiTel did not
+  act on it (other 4xx, a file that is not what it claims).
   - `UploadExpired`: the signed upload URL is past its life (3 hours).
   - `UploadForbidden`: the upload URL was refused for another reason.
 
@@ -63,7 +64,7 @@ class NotSent(MiitelError):
 
 
 class OutcomeUnknown(MiitelError):
-    """The request was sent but no answer arrived: MiiTel may have acted on it."""
+    """The request was sent but no usable answer arrived: MiiTel may have acted on it."""
 
 
 class RetryableAnswer(MiitelError):

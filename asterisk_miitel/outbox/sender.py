@@ -36,7 +36,9 @@ from ..miitel.errors import (
     UploadForbidden,
 )
 from ..recordings import (
+    AllowedDirs,
     InsufficientDiskSpace,
+    OutsideRecordingDirs,
     PreparedAudio,
     RecordingError,
     RecordingMissing,
@@ -44,6 +46,8 @@ from ..recordings import (
     disk_space_problem,
     prepare_async,
 )
+from ..recordings.allowed import map_path
+from ..recordings.spec import is_own_leg
 from .store import Outbox, OutboxFull, Row
 
 log = logging.getLogger("asterisk_miitel.calls")
@@ -97,6 +101,10 @@ class Sender:
         self._warned_no_url = False
         self._last_disk_warning = 0.0
         self._last_full_warning = 0.0
+        # Only files under [recordings] dirs / the voicemail spool are opened,
+        # uploaded or deleted: names come from AMI, which anyone may write to.
+        self.allowed = AllowedDirs.from_config(config)
+        self._delete_warned: set[str] = set()  # folders we could not delete in
 
     # -- control ----------------------------------------------------------------------
 
@@ -194,8 +202,11 @@ class Sender:
             await self._save(row.id, state="ready", prepared=None)
             return
         try:
+            if plan.voicemail:  # refused before we even look for its files
+                self.allowed.check(map_path(plan.file, self.config))
             file = await self._voicemail_file(plan) if plan.voicemail else plan.file
             spec = _mapped(plan.spec(file), self.config)
+            self.allowed.check_all(spec.paths)
             waited = await self.watcher.closed(
                 spec.paths, timeout=self.config.recordings.wait_timeout, channel_gone=True
             )
@@ -203,6 +214,7 @@ class Sender:
             prepared = await prepare_async(
                 spec, self.config.recordings.work_dir,
                 reserve_bytes=self.config.recordings.min_free_mb * 1024 * 1024,
+                allowed=self.allowed,
             )
         except InsufficientDiskSpace as exc:
             await self._retry(row, f"waiting for disk space: {exc}", None,
@@ -236,7 +248,8 @@ class Sender:
         deadline = self._clock() + self.config.recordings.wait_timeout
         while True:
             for name in names:
-                if await asyncio.to_thread(os.path.isfile, map_path(name, self.config)):
+                local = map_path(name, self.config)
+                if self.allowed.permits(local) and await asyncio.to_thread(os.path.isfile, local):
                     return name
             if self._clock() >= deadline:
                 raise RecordingMissing(
@@ -252,11 +265,11 @@ class Sender:
         try:
             url = await self.client.create_call_history(row.call_data)
         except OutcomeUnknown as exc:
+            # The message says what came back (nothing, or a 2xx without a URL).
             await self._aside(
                 row, "outcome_unknown",
-                f"no answer from MiiTel after the call history was sent ({exc}): MiiTel may or "
-                f"may not have it. Check MiiTel, then `asterisk-miitel retry --force {row.id}` "
-                "if it is missing",
+                f"{exc}: MiiTel may or may not have this call history. Check MiiTel, then "
+                f"`asterisk-miitel retry --force {row.id}` if it is missing",
             )
             return
         except (NotSent, RetryableAnswer) as exc:
@@ -290,6 +303,10 @@ class Sender:
             return
         assert self.client is not None and row.upload_url is not None
         path = row.prepared["path"]
+        if not row.prepared.get("converted") and not self.allowed.permits(path):
+            # Sent as it is, so it is Asterisk's file: the rule again, just before the read.
+            await self._aside(row, "recording", self.allowed.refusal(path))
+            return
         try:
             sent = await self.client.upload_recording(
                 row.upload_url, path, row.prepared["file_type"], expires_at=expires
@@ -316,8 +333,8 @@ class Sender:
                 row, "recording", f"the recording {path} could not be read for upload: {exc}"
             )
             return
-        self._cleanup(row)
         await self._finish(row, "uploaded", None, sent)
+        await asyncio.to_thread(self._cleanup, row)
 
     async def _finish(self, row: Row, state: str, reason: str | None, sent: int) -> None:
         now = self._clock()
@@ -399,15 +416,41 @@ class Sender:
                 delay = min(delay * 2, 30.0)
 
     def _cleanup(self, row: Row) -> None:
+        """After MiiTel's 200 (blocking): our converted WAV; the r()/t() legs
+        our dialplan wrote, whatever delete_after_upload says (they exist only
+        for us to merge); Asterisk's own files only with delete_after_upload.
+        Never a voicemail message (the mailbox owns it), never a file outside
+        the path rule, never a symlink's target. A failure costs a warning,
+        never the call: it is uploaded."""
         assert row.prepared is not None
         if row.prepared.get("converted"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(row.prepared["path"])
+        plan = AudioPlan.from_dict(row.audio)
+        if plan.voicemail:
+            return
+        legs = [p for p in (plan.receive, plan.transmit) if p]
+        doomed = [p for p in legs if is_own_leg(p)]
         if self.config.recordings.delete_after_upload:
-            plan = AudioPlan.from_dict(row.audio)
-            for path in {plan.file, plan.receive, plan.transmit} - {None}:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(map_path(path, self.config))  # type: ignore[arg-type]
+            doomed += [plan.file, *legs]
+        for path in dict.fromkeys(doomed):
+            local = map_path(path, self.config)
+            try:
+                self.allowed.unlink_file(local)
+            except OutsideRecordingDirs as exc:
+                log.warning("call %s: not deleted: %s", row.id, exc)
+            except OSError as exc:
+                folder = os.path.dirname(local)
+                if folder in self._delete_warned:
+                    log.debug("call %s: could not delete %s: %s", row.id, local, exc)
+                    continue
+                self._delete_warned.add(folder)
+                log.warning(
+                    "call %s: uploaded, but %s could not be deleted (%s): the service's user "
+                    "needs write access to %s (group write for the asterisk group; under "
+                    "systemd also ReadWritePaths=). Said once per folder",
+                    row.id, local, exc.strerror or exc, folder,
+                )
 
     def _check_disk(self) -> None:
         problem = disk_space_problem(
@@ -425,15 +468,6 @@ class Sender:
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def map_path(path: str, config: Config) -> str:
-    """Asterisk's path -> this host's path ([recordings] path_map)."""
-    for theirs, ours in config.recordings.path_map.items():
-        prefix = theirs.rstrip("/") + "/"
-        if path.startswith(prefix):
-            return ours.rstrip("/") + "/" + path[len(prefix):]
-    return path
 
 
 def _mapped(spec: Any, config: Config) -> Any:

@@ -1,0 +1,71 @@
+"""What the service does with each of MiiTel's answers (README "Never lose a
+call"), end to end: the real service, a captured call played by a fake AMI,
+the MiiTel stand-in over real HTTP with its fault knobs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from asterisk_miitel.ami.fake_server import FakeAmi
+from asterisk_miitel.miitel.standin import StandIn
+from asterisk_miitel.outbox.manage import retry
+from asterisk_miitel.outbox.store import Row
+
+from .support import DEMO_DIR, done, running, service_config, wait_for
+from .test_service import RECORDING, demo_events
+
+
+@pytest.fixture
+async def standin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with StandIn(tmp_path / "miitel", port=0) as s:
+        yield s
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Path:
+    (tmp_path / "monitor").mkdir(exist_ok=True)
+    return Path(shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING))
+
+
+async def one_call(tmp_path: Path, standin: StandIn, **over: object) -> tuple[Row, object]:
+    """Play the demo call through the service until it is final; its outbox row."""
+    async with FakeAmi(demo_events()) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url, **over)
+        async with running(config) as service:
+            await wait_for(done(service), 20)
+            [call_id] = await service.outbox.all_ids()
+            row = await service.outbox.get(call_id)
+            assert row is not None
+            return row, service
+
+
+# -- a 200 without an upload URL ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body", ["<html>upstream says hello</html>", '{"other": 1}', '{"audio_upload_urls": []}'],
+)
+async def test_200_without_upload_url_is_outcome_unknown_not_rejected(
+    tmp_path: Path, standin: StandIn, recording: Path, body: str
+) -> None:
+    # MiiTel created the history, but what came back is not the answer we know.
+    standin.add_fault(method="POST", status=200, body=body, process=True)
+    row, _ = await one_call(tmp_path, standin)
+    assert (row.state, row.reason_code) == ("set_aside", "outcome_unknown")
+    assert "answered 200" in (row.reason or "")
+    assert f"asterisk-miitel retry --force {row.id}" in (row.reason or "")
+    # A plain retry would POST it again: a second history. It needs --force.
+    result = await _retry(tmp_path, row.id, force=False)
+    assert not result.ok and "--force" in result.message
+    [call] = standin.calls()
+    assert call["post_count"] == 1
+
+
+async def _retry(tmp_path: Path, call_id: str, *, force: bool):  # type: ignore[no-untyped-def]
+    from asterisk_miitel.outbox.store import Outbox
+
+    async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        return await retry(outbox, call_id, service_config(tmp_path, 1, None), force=force)
