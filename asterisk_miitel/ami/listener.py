@@ -18,13 +18,18 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import AmiConfig
+from .parser import PROBLEMS, OnProblem, Problem
 from .protocol import EventSink, MiitelAmiProtocol
 
 log = logging.getLogger(__name__)
+
+# Dropped input is said at most once a minute per reason (an attacker or a
+# broken peer must not flood the log); the counts are in /metrics.
+PROBLEM_LOG_EVERY = 60.0
 
 
 class LoginRefused(Exception):
@@ -40,7 +45,11 @@ class ListenerStats:
     connected: bool = False
     connected_since: float | None = None
     last_event_at: float | None = None  # monotonic
-    version: str | None = None
+    version: str | None = None  # the AMI protocol's (banner), e.g. 11.0.0
+    asterisk_version: str | None = None  # Asterisk's own (CoreSettings), e.g. 22.10.1
+    # Input the parser dropped or repaired, by reason (parser.PROBLEMS), over
+    # every connection of this listener.
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEMS, 0))
 
 
 OnSession = Callable[["AmiSession"], Awaitable[None]]
@@ -79,7 +88,7 @@ class AmiListener:
         *,
         on_connected: OnSession | None = None,
         on_disconnected: OnGap | None = None,
-        on_problem: Callable[[str], None] | None = None,
+        on_problem: OnProblem | None = None,
     ) -> None:
         self.config = config
         self.stats = ListenerStats()
@@ -87,6 +96,7 @@ class AmiListener:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_problem = on_problem
+        self._problem_log = ProblemLog()
         self._stopping = asyncio.Event()
         self._protocol: MiitelAmiProtocol | None = None
         self._connected_event = asyncio.Event()
@@ -105,7 +115,7 @@ class AmiListener:
                 delay = self.config.reconnect_min  # it was a healthy session
             if isinstance(why, LoginRefused):
                 delay = self.config.reconnect_max
-            wait = min(delay, self.config.reconnect_max) * random.uniform(0.8, 1.2)
+            wait = backoff_wait(delay, self.config.reconnect_max, random.random())
             log.warning("AMI %s; reconnecting in %.1f s", why, wait)
             self.stats.reconnects += 1
             with contextlib.suppress(TimeoutError):
@@ -134,7 +144,7 @@ class AmiListener:
         try:
             _transport, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: MiitelAmiProtocol(self._on_event, self._on_problem),
+                    lambda: MiitelAmiProtocol(self._on_event, self._problem),
                     cfg.host,
                     cfg.port,
                     ssl=self._ssl_context(),
@@ -162,6 +172,7 @@ class AmiListener:
         self.stats.connected_since = time.time()
         self._connected_event.set()
         pinger = asyncio.create_task(self._ping_loop(protocol))
+        versioner = asyncio.create_task(self._learn_version(protocol))
         hook: asyncio.Task[None] | None = None
         if self._on_connected is not None:
             hook = asyncio.create_task(
@@ -171,6 +182,7 @@ class AmiListener:
             exc = await protocol.lost
         finally:
             pinger.cancel()
+            versioner.cancel()
             if hook is not None and not hook.done():
                 hook.cancel()
             self.stats.connected = False
@@ -201,6 +213,15 @@ class AmiListener:
                 " check [ami] username and secret and the user's permit/deny in manager.conf"
             )
 
+    async def _learn_version(self, protocol: MiitelAmiProtocol) -> None:
+        """Asterisk's version for /healthz (the banner only names the AMI protocol)."""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            reply = await asyncio.wait_for(
+                protocol.send_action({"Action": "CoreSettings"}), self.config.ping_timeout * 4)
+            version = reply.get("AsteriskVersion") if hasattr(reply, "get") else None
+            if version:
+                self.stats.asterisk_version = str(version)
+
     async def _ping_loop(self, protocol: MiitelAmiProtocol) -> None:
         cfg = self.config
         while True:
@@ -220,6 +241,12 @@ class AmiListener:
         self.stats.last_event_at = time.monotonic()
         self._sink(event, received_at)
 
+    def _problem(self, kind: Problem, text: str) -> None:
+        self.stats.dropped[kind] = self.stats.dropped.get(kind, 0) + 1
+        self._problem_log.say(kind, text)
+        if self._on_problem is not None:
+            self._on_problem(kind, text)
+
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.tls:
             return None
@@ -229,6 +256,36 @@ class AmiListener:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
+
+
+class ProblemLog:
+    """A rate-limited WARNING per reason: the first at once, then at most one
+    every `every` seconds, saying how many more there were meanwhile."""
+
+    def __init__(self, every: float = PROBLEM_LOG_EVERY,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}  # not logged since the last line
+
+    def say(self, kind: str, text: str) -> bool:
+        now = self.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._quiet[kind] = self._quiet.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        more = self._quiet.pop(kind, 0)
+        log.warning("AMI input %s: %s%s", kind, text,
+                    f" ({more} more since the last warning)" if more else "")
+        return True
+
+
+def backoff_wait(delay: float, maximum: float, rand: float) -> float:
+    """Seconds before the next reconnect: `delay` (capped at `maximum`) with
+    +-20 % jitter, never above `maximum` (`rand` in [0, 1))."""
+    return min(min(delay, maximum) * (0.8 + 0.4 * rand), maximum)
 
 
 def _short(exc: BaseException | None) -> str:

@@ -21,8 +21,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 Message = dict[str, str]
+# Why input was dropped or damaged (ListenerStats.dropped, the /metrics label):
+# oversized: a message longer than max_message, dropped whole;
+# malformed: a block with neither Event nor Response (garbage), dropped;
+# bad_header: header lines without `: `, dropped (the rest of the message kept);
+# invalid_utf8: bytes that are not UTF-8, replaced by U+FFFD (the message kept).
+Problem = Literal["oversized", "malformed", "bad_header", "invalid_utf8"]
+PROBLEMS: tuple[Problem, ...] = get_args(Problem)
+OnProblem = Callable[[Problem, str], None]
 
 BANNER_PREFIX = b"Asterisk Call Manager/"
 # One AMI message is a few hundred bytes; 64 KiB is far beyond any real one
@@ -53,7 +62,7 @@ class AmiParser:
     def __init__(
         self,
         max_message: int = DEFAULT_MAX_MESSAGE,
-        on_problem: Callable[[str], None] | None = None,
+        on_problem: OnProblem | None = None,
         keys: tuple[str, ...] = ("Event", "Response"),
     ) -> None:
         self.max_message = max_message
@@ -121,8 +130,9 @@ class AmiParser:
     def _count_oversized(self, block: bytes) -> None:
         self.stats.oversized += 1
         self._problem(
+            "oversized",
             f"dropped an AMI message longer than {self.max_message} bytes "
-            f"(starts {block[:60]!r})"
+            f"(starts {block[:60]!r})",
         )
 
     def _parse(self, block: bytes) -> Message | None:
@@ -131,15 +141,22 @@ class AmiParser:
         except UnicodeDecodeError:
             self.stats.bad_utf8 += 1
             text = block.decode("utf-8", "replace")
+            self._problem("invalid_utf8", f"replaced bytes that are not UTF-8 in an AMI "
+                          f"message: {block[:80]!r}")
+        bad = self.stats.bad_lines
         msg = _fast(text)
         if msg is None:
             msg = self._careful(text)
         for key in self.keys:
             if key in msg:
                 self.stats.messages += 1
+                if self.stats.bad_lines > bad:
+                    self._problem("bad_header", f"dropped {self.stats.bad_lines - bad} line(s) "
+                                  f"without `: ` from an AMI message: {block[:80]!r}")
                 return msg
         self.stats.malformed += 1
-        self._problem(f"ignored an AMI message without {'/'.join(self.keys)}: {block[:80]!r}")
+        self._problem("malformed",
+                      f"ignored an AMI message without {'/'.join(self.keys)}: {block[:80]!r}")
         return None
 
     def _careful(self, text: str) -> Message:
@@ -172,10 +189,10 @@ class AmiParser:
             msg[key] = value
         return msg
 
-    def _problem(self, text: str) -> None:
+    def _problem(self, kind: Problem, text: str) -> None:
         self.stats.note(text)
         if self._on_problem is not None:
-            self._on_problem(text)
+            self._on_problem(kind, text)
 
 
 def _fast(text: str) -> Message | None:

@@ -21,7 +21,7 @@ from panoramisk import actions
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message as PanoramiskMessage
 
-from .parser import AmiParser, Message
+from .parser import AmiParser, Message, OnProblem
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MAX_HELD = 100_000  # a resync that takes too long stops holding events back
 class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
     """One AMI connection. `sink(event, received_at)` gets every event."""
 
-    def __init__(self, sink: EventSink, on_problem: Callable[[str], None] | None = None) -> None:
+    def __init__(self, sink: EventSink, on_problem: OnProblem | None = None) -> None:
         super().__init__()
         self.sink = sink
         self.parser = AmiParser(on_problem=on_problem)

@@ -153,6 +153,11 @@ class StatsCollector(Collector):
                             ("ami_dead_links", s.dead_links),
                             ("ami_login_failures", s.login_failures)):
             yield CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name], value=value)
+        dropped = CounterMetricFamily(f"{PREFIX}_ami_dropped", _HELP["ami_dropped"],
+                                      labels=["reason"])
+        for reason, count in sorted(s.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
         if s.last_event_at is not None:
             yield GaugeMetricFamily(f"{PREFIX}_ami_last_event_age_seconds",
                                     _HELP["ami_last_event_age_seconds"],
@@ -215,6 +220,9 @@ _HELP = {
     "ami_reconnects": "AMI reconnect attempts after a lost or failed session",
     "ami_dead_links": "AMI links dropped because a Ping went unanswered",
     "ami_login_failures": "AMI logins refused (username, secret, permit/deny)",
+    "ami_dropped": "AMI input dropped or repaired, by reason: oversized (message dropped), "
+                   "malformed (no Event/Response, dropped), bad_header (lines without ': ' "
+                   "dropped), invalid_utf8 (bytes replaced, message kept)",
     "ami_last_event_age_seconds": "Seconds since the last AMI event",
     "ami_events": "AMI events the call tracker handled, by event name",
     "ami_events_ignored": "AMI events the tracker does not use (an event filter saves them)",
@@ -232,6 +240,7 @@ _HELP = {
     "outbox_oldest_waiting_seconds": "Age of the oldest call not yet final",
 }
 _COUNTERS = {"ami_connects", "ami_reconnects", "ami_dead_links", "ami_login_failures",
+             "ami_dropped",
              "ami_events", "ami_events_ignored", "ami_events_malformed", "recordings_opened",
              "recordings_closed", "posts", "uploads", "retries", "uploaded_bytes",
              "sender_outcomes"}

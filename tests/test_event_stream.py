@@ -1,0 +1,71 @@
+"""The AMI event stream under bad input and bad luck: dropped input is said
+and counted, an unexpected error in a task is survived and reported, and
+events in an unusual order still close every call."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from asterisk_miitel.ami.fake_server import FakeAmi
+from asterisk_miitel.ami.listener import ProblemLog
+from asterisk_miitel.miitel.standin import StandIn
+from asterisk_miitel.ops.http import bound_port
+
+from .support import done, place_recordings, running, service_config, wait_for
+from .test_kill import burst
+
+OVERSIZED = b"Event: VarSet\r\nVariable: X\r\nValue: " + b"x" * 200_000 + b"\r\n\r\n"
+GARBAGE = b"\x16\x03\x01 not AMI at all\r\n\r\n"
+BAD_HEADER = b"Event: Newexten\r\nUniqueid: 5.5\r\nthis line has no colon\r\n\r\n"
+BAD_UTF8 = b"Event: Newexten\r\nUniqueid: 5.6\r\nAppData: \xff\xfe\r\n\r\n"
+
+
+async def metrics_text(service: object) -> str:
+    port = bound_port(service._http)  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        return await resp.text()
+
+
+async def test_dropped_input_is_warned_once_per_reason_and_counted_in_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events, files = burst(2)
+    place_recordings(tmp_path, files)
+    junk = [OVERSIZED, GARBAGE, BAD_HEADER, BAD_UTF8] * 5
+    stream = events[:5] + junk + events[5:]  # in the middle of the calls
+    caplog.set_level(logging.WARNING, "asterisk_miitel.ami")
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(stream) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url,
+                                http={"enabled": True, "host": "127.0.0.1", "port": 0})
+        async with running(config) as service:
+            await wait_for(done(service, 2), 20)
+            text = await metrics_text(service)
+    for reason in ("oversized", "malformed", "bad_header", "invalid_utf8"):
+        assert f'asterisk_miitel_ami_dropped_total{{reason="{reason}"}} 5.0' in text, text
+        said = [r for r in caplog.records if f"AMI input {reason}:" in r.getMessage()]
+        assert len(said) == 1, [r.getMessage() for r in said]  # five times, said once
+        assert said[0].levelno == logging.WARNING
+    assert len(standin.calls()) == 2 and all(c["post_count"] == 1 for c in standin.calls())
+
+
+def test_problem_log_says_how_many_it_kept_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    now = [1000.0]
+    plog = ProblemLog(every=60, monotonic=lambda: now[0])
+    caplog.set_level(logging.WARNING, "asterisk_miitel.ami")
+    said = [plog.say("malformed", f"junk {i}") for i in range(100)]
+    assert said.count(True) == 1
+    now[0] += 61
+    assert plog.say("malformed", "junk again")
+    assert plog.say("oversized", "big")  # each reason has its own minute
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["AMI input malformed: junk 0", "AMI input malformed: junk again "
+                     "(99 more since the last warning)", "AMI input oversized: big"]
+
+
+
+
