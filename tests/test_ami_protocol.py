@@ -71,3 +71,20 @@ async def test_a_chunk_split_utf8_name_reaches_the_sink_whole() -> None:
     proto.data_received(event[:cut])
     proto.data_received(event[cut:])
     assert names == ["山田太郎"]
+
+
+async def test_events_beyond_the_hold_limit_never_overtake_the_held_ones(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from asterisk_miitel.ami import protocol
+
+    monkeypatch.setattr(protocol, "MAX_HELD", 3)
+    seen: list[str] = []
+    proto = MiitelAmiProtocol(lambda ev, at: seen.append(ev["Uniqueid"]))
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    proto.data_received(b"Asterisk Call Manager/11.0.0\r\n")
+    proto.held = []  # a resync snapshot is complete: events are held
+    proto.data_received(b"".join(
+        b"Event: Newexten\r\nUniqueid: %d\r\n\r\n" % i for i in range(6)))
+    assert seen == ["0", "1", "2", "3", "4", "5"]  # in order, not 3, 4, 5 first
+    proto.release()
+    assert seen == ["0", "1", "2", "3", "4", "5"]

@@ -12,10 +12,14 @@ import pytest
 
 from asterisk_miitel.ami.fake_server import FakeAmi
 from asterisk_miitel.ami.listener import ProblemLog
+from asterisk_miitel.ami.parser import AmiParser
+from asterisk_miitel.calls.journal import Journal
+from asterisk_miitel.calls.state import Recording
+from asterisk_miitel.calls.tracker import CallTracker
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.ops.http import bound_port
 
-from .support import done, place_recordings, running, service_config, wait_for
+from .support import FIXTURES, done, place_recordings, running, service_config, wait_for
 from .test_kill import burst
 
 OVERSIZED = b"Event: VarSet\r\nVariable: X\r\nValue: " + b"x" * 200_000 + b"\r\n\r\n"
@@ -69,3 +73,78 @@ def test_problem_log_says_how_many_it_kept_quiet(caplog: pytest.LogCaptureFixtur
 
 
 
+
+# -- a Hangup before the channel is known -------------------------------------------
+
+CAPTURE = FIXTURES / "captures" / "inbound_answered" / "ami_miitel.log"
+
+
+def capture_events() -> list[dict[str, str]]:
+    parser = AmiParser()
+    return [m for m in parser.feed(CAPTURE.read_bytes()) if "Event" in m]
+
+
+def split_at_hangups(events: list[dict[str, str]]) -> tuple[list, list, list]:
+    """(before the first Hangup, the Hangups, the channels as a list made just before)."""
+    first = next(i for i, e in enumerate(events) if e["Event"] == "Hangup")
+    hangups = [e for e in events[first:] if e["Event"] == "Hangup"]
+    live = [{"Event": "CoreShowChannel", **{k: e[k] for k in ("Channel", "Uniqueid", "Linkedid")},
+             "ChannelStateDesc": "Up", "BridgeId": "b-1"} for e in hangups]
+    return events[:first], hangups, live
+
+
+def stamp(event: dict[str, str]) -> float:
+    return float(event["Timestamp"])
+
+
+def test_hangup_during_a_channel_list_leaves_no_call_open() -> None:
+    """A call that began while AMI was down hangs up while CoreShowChannels is
+    being answered: its Hangup arrives before the list that still shows it."""
+    _, hangups, live = split_at_hangups(capture_events())
+    closed: list[Recording] = []
+    tracker = CallTracker(closed.append)
+    for h in hangups:
+        tracker.feed(h, stamp(h))
+    tracker.reconcile(live, stamp(hangups[0]))
+    uid = hangups[0]["Uniqueid"]
+    assert tracker.discovered(uid, "/x/miitel-1.raw", stamp(hangups[-1])) is None
+    assert not tracker.channels and not tracker.recordings and not tracker.bridges
+
+
+def test_journaled_call_whose_hangup_beat_the_channel_list_closes_at_that_hangup() -> None:
+    before, hangups, live = split_at_hangups(capture_events())
+    first = CallTracker(lambda rec: None)
+    journal = Journal()
+    first.on_changed = journal.changed
+    for e in before:
+        first.feed(e, stamp(e))
+    (file,) = first.recordings
+    entries = [(k, v, stamp(before[-1])) for k, v in journal.take().items() if v]
+    # The service restarts; on reconnect the Hangups arrive while the list is on its way.
+    closed: list[Recording] = []
+    tracker = CallTracker(closed.append)
+    for h in hangups:
+        tracker.feed(h, stamp(h))
+    tracker.reconcile(live, stamp(hangups[0]))
+    adopted, finished, bad = journal.restore(
+        entries, tracker, {e["Uniqueid"] for e in live}, pbx_restarted=False,
+        last_alive=stamp(before[-1]), now=stamp(hangups[-1]) + 1)
+    assert not bad and not finished
+    assert [r.file for r in closed] == [file] == [r.file for r in adopted]
+    rec = closed[0]
+    recorded = next(h for h in hangups if h["Uniqueid"] == rec.channel.uniqueid)
+    assert rec.end_reason == "hangup" and rec.ended == stamp(recorded)
+    assert rec.left and rec.right  # the parties the journal knew are kept
+    assert not tracker.channels and not tracker.recordings
+
+
+def test_hangup_before_newchannel_leaves_no_zombie_channel() -> None:
+    events = capture_events()
+    hangup = next(e for e in events if e["Event"] == "Hangup")
+    newchannel = next(e for e in events if e["Event"] == "Newchannel"
+                      and e["Uniqueid"] == hangup["Uniqueid"])
+    tracker = CallTracker(lambda rec: None)
+    tracker.feed(hangup, stamp(hangup))
+    tracker.feed(newchannel, stamp(newchannel))
+    tracker.feed({**newchannel, "Event": "Newstate"}, stamp(newchannel))
+    assert not tracker.channels

@@ -73,10 +73,16 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
                     self._hold_after = None
                     self.held = []  # the snapshot is complete: hold what follows
             elif "Event" in msg:
-                if self.held is not None and len(self.held) < MAX_HELD:
-                    self.held.append((msg, now))
-                else:
-                    sink(msg, now)
+                if self.held is not None:
+                    if len(self.held) < MAX_HELD:
+                        self.held.append((msg, now))
+                        continue
+                    # Never deliver past the held ones: a Hangup before its
+                    # Newchannel would leave a call open. Stop holding instead.
+                    log.warning("AMI resync still not done after %d events: delivering them",
+                                MAX_HELD)
+                    self.release()
+                sink(msg, now)
             # A Response without a pending action (e.g. after a timeout) is dropped.
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -66,8 +66,10 @@ class CallTracker:
         self.stats = TrackerStats()
         self._locals: dict[str, Channel] = {}  # Local pair halves waiting for their twin
         # Channels that hung up lately: a late or duplicated event about one
-        # must not bring it back as a zombie that never hangs up again.
-        self._dead: dict[str, None] = {}
+        # must not bring it back as a zombie that never hangs up again. Also
+        # one whose Hangup came first (it hung up while a channel list was on
+        # its way, or the stream was reordered). Uniqueid -> when it hung up.
+        self._dead: dict[str, float] = {}
         # Asterisk's clock (event Timestamps) and ours may differ: remember the
         # latest event's time and when it arrived, to say "now" in Asterisk time.
         self._last_ts: float | None = None
@@ -175,6 +177,12 @@ class CallTracker:
             seg.party = mapping.get(seg.party.uniqueid, seg.party)
         rec.seen = [mapping.get(c.uniqueid, c) for c in rec.seen]
         rec.channel = ch = mapping[rec.channel.uniqueid]
+        hung_up = self._dead.get(ch.uniqueid)
+        if hung_up is not None:  # listed as up, but its Hangup came meanwhile
+            self.recordings[rec.file] = rec
+            self.stats.recordings_opened += 1
+            self._close(rec, hung_up, "hangup")
+            return rec
         self.channels.setdefault(ch.uniqueid, ch)
         if ch.recordings is None:
             ch.recordings = []
@@ -335,12 +343,17 @@ class CallTracker:
             ch.name = new
 
     def _hangup(self, event: Event, ts: float) -> None:
-        ch = self.channels.pop(event.get("Uniqueid", ""), None)
+        uid = event.get("Uniqueid", "")
+        ch = self.channels.pop(uid, None)
+        if uid:
+            # Even for a channel not seen yet: a Uniqueid is never reused, so
+            # whatever comes later about it (its Newchannel, a CoreShowChannels
+            # list made before it hung up) is history, not a live call.
+            self._dead.setdefault(uid, ts)
+            if len(self._dead) > DEAD_MEMORY:
+                del self._dead[next(iter(self._dead))]
         if ch is None:
             return
-        self._dead[ch.uniqueid] = None
-        if len(self._dead) > DEAD_MEMORY:
-            del self._dead[next(iter(self._dead))]
         ch.hungup = ts
         if ch.bridge is not None:
             self._leave_bridge(ch, ts)
