@@ -75,6 +75,7 @@ async def run_demo(keep: str | None = None, debug: bool = False) -> int:
             recordings={
                 "work_dir": str(work / "converted"),
                 "path_map": {d: str(monitor) for d in _recording_dirs(transcript)},
+                "dirs": sorted(_recording_dirs(transcript)),
                 "wait_timeout": 5,
                 "min_free_mb": 0,
             },

@@ -68,6 +68,7 @@ work_dir = "{tmp / 'work'}"
 wait_timeout = 3
 min_free_mb = 0
 path_map = {{ "{DEMO_RECORDING_DIR}" = "{tmp / 'monitor'}" }}
+dirs = ["{DEMO_RECORDING_DIR}"]
 
 [pbx]
 id = "kill-test"

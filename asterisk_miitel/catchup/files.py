@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from ..config import Config
-from ..outbox.sender import map_path
+from ..recordings.allowed import local_dir, recording_dirs
 
 MIITEL_NAME = re.compile(
     r"^miitel-(?P<epoch>\d+)-(?P<uid>.+)-(?P<n>\d+)(?P<leg>-in|-out)?\.(?P<ext>raw|wav)$")
@@ -140,9 +140,7 @@ def scan_recordings(config: Config, since: float, until: float, tz: tzinfo | Non
     under recordings.dirs (blocking: run it in a thread)."""
     index = FileIndex()
     lo, hi = since - slack_hours * 3600, until + 3600
-    for folder in config.recordings.dirs:
-        ours = folder.rstrip("/") or "/"
-        host = map_path(ours, config)
+    for ours, host in recording_dirs(config):  # the folders the path rule allows
         for sub, legs in (("", False), ("miitel", True)):
             _scan_flat(index, _join(ours, sub), _join(host, sub), lo, hi, tz, legs)
         for day in _days(lo, hi, tz):
@@ -220,7 +218,7 @@ def find_voicemail(config: Config, box: str, channel: str, start: float, end: fl
     context = context or "default"
     for root in dirs:
         ours = root.rstrip("/")
-        host = map_path(ours, config)
+        host = local_dir(ours, config)
         base = f"{context}/{mailbox}"
         try:
             folders = sorted(os.scandir(_join(host, base)), key=lambda e: e.name != "INBOX")

@@ -33,8 +33,7 @@ from urllib.parse import quote, urlsplit
 from ..ami.protocol import MiitelAmiProtocol
 from ..config import AmiConfig, Config, MiitelConfig
 from ..miitel.redact import redact_url
-from ..outbox.sender import map_path
-from ..recordings import check_access, free_bytes
+from ..recordings import check_access, free_bytes, recording_dirs
 
 # How long to listen for events (filter, timestamps) after logging in.
 LISTEN_SECONDS = 5.0
@@ -378,23 +377,18 @@ def _local_checks(config: Config) -> list[CheckResult]:
     ]
 
 
-def local_dir(directory: str, config: Config) -> str:
-    """An Asterisk folder as this machine sees it ([recordings] path_map)."""
-    return map_path(directory.rstrip("/") + "/", config).rstrip("/") or "/"
-
-
 def recordings_result(config: Config) -> CheckResult:
     name = "recordings folder"
     if not config.recordings.dirs:
         return CheckResult(name, None, "recordings.dirs is empty: nothing to check")
     problems = []
-    for directory in config.recordings.dirs:
-        problem = check_access(local_dir(directory, config))
+    for _, host in recording_dirs(config):
+        problem = check_access(host)
         if problem:
             problems.append(problem)
     if problems:
         return CheckResult(name, False, "; ".join(problems))
-    shown = ", ".join(local_dir(d, config) for d in config.recordings.dirs)
+    shown = ", ".join(host for _, host in recording_dirs(config))
     return CheckResult(name, True, f"{shown} readable")
 
 
@@ -436,8 +430,8 @@ def work_dir_result(path: Path) -> CheckResult:
 def disk_result(config: Config) -> CheckResult:
     need = config.recordings.min_free_mb * 1024 * 1024
     places = {"work folder": config.recordings.work_dir, "outbox": config.outbox.path.parent}
-    for directory in config.recordings.dirs[:1]:
-        places["recordings"] = Path(local_dir(directory, config))
+    for _, host in list(recording_dirs(config))[:1]:
+        places["recordings"] = Path(host)
     free: dict[str, int] = {}
     for label, path in places.items():
         with contextlib.suppress(OSError):

@@ -5,14 +5,17 @@
 - watcher.py: RecordingWatcher (inotify, polling fallback), check_access()
 - disk.py: free-space checks
 - probe.py: what a file really is, from its first bytes
+- allowed.py: AllowedDirs, the rule for which files may be opened, sent, deleted
 """
 
+from .allowed import AllowedDirs, local_dir, map_path, recording_dirs
 from .convert import guess_interleaved_rate, prepare, prepare_async
 from .disk import disk_space_problem, free_bytes
 from .errors import (
     EmptyRecording,
     IncompatibleLegs,
     InsufficientDiskSpace,
+    OutsideRecordingDirs,
     RecordingError,
     RecordingMissing,
     RecordingUnreadable,
@@ -23,11 +26,13 @@ from .spec import PreparedAudio, RecordingSpec, mixmonitor_output_path
 from .watcher import FileWait, RecordingWatcher, WaitResult, check_access, wait_closed
 
 __all__ = [
+    "AllowedDirs",
     "AudioInfo",
     "EmptyRecording",
     "FileWait",
     "IncompatibleLegs",
     "InsufficientDiskSpace",
+    "OutsideRecordingDirs",
     "PreparedAudio",
     "RecordingError",
     "RecordingMissing",
@@ -40,9 +45,12 @@ __all__ = [
     "disk_space_problem",
     "free_bytes",
     "guess_interleaved_rate",
+    "local_dir",
+    "map_path",
     "mixmonitor_output_path",
     "prepare",
     "prepare_async",
     "probe",
+    "recording_dirs",
     "wait_closed",
 ]

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .allowed import Opener, open_plain
+
 # MPEG audio: bitrate (kbit/s) by [version is MPEG-1][layer index], sample rates.
 _BITRATES = {
     (True, 3): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
@@ -34,10 +36,10 @@ class StreamInfo:
     duration: float | None
 
 
-def mp3_info(path: str) -> StreamInfo:
+def mp3_info(path: str, opener: Opener = open_plain) -> StreamInfo:
     """Channels from the first frame header; duration from a Xing/Info header or CBR size."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
+    with opener(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(10)
         start = 0
         if head[:3] == b"ID3" and len(head) == 10:
@@ -82,12 +84,12 @@ def _mpeg_frame(buf: bytes, i: int) -> tuple[int, int, int, int, int] | None:
     return channels, rate, bitrate, samples, side
 
 
-def m4a_info(path: str) -> StreamInfo:
+def m4a_info(path: str, opener: Opener = open_plain) -> StreamInfo:
     """Channels from the first sound track's sample entry; duration from mvhd."""
-    size = os.path.getsize(path)
     channels: int | None = None
     duration: float | None = None
-    with open(path, "rb") as fh:
+    with opener(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         for kind, start, end in _boxes(fh, 0, size):
             if kind != b"moov":
                 continue

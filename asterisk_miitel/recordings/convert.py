@@ -37,6 +37,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Literal
 
+from .allowed import AllowedDirs, Opener, open_plain
 from .containers import StreamInfo, m4a_info, mp3_info
 from .disk import DEFAULT_RESERVE_BYTES, disk_space_problem
 from .errors import (
@@ -95,13 +96,17 @@ def prepare(
     work_dir: str | os.PathLike[str],
     *,
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    allowed: AllowedDirs | None = None,
 ) -> PreparedAudio:
     """Make `spec`'s recording uploadable; write any new file into `work_dir`.
 
     Blocking (file I/O): the service runs it in a thread, see prepare_async.
     Raises a RecordingError subclass whose message names the file and the fix.
+    With `allowed` (the service always gives it), a file outside those
+    folders is refused before it is opened (OutsideRecordingDirs), and every
+    open is checked again on its descriptor.
     """
-    return _Job(spec, os.fspath(work_dir), reserve_bytes).run()
+    return _Job(spec, os.fspath(work_dir), reserve_bytes, allowed).run()
 
 
 async def prepare_async(
@@ -109,9 +114,12 @@ async def prepare_async(
     work_dir: str | os.PathLike[str],
     *,
     reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    allowed: AllowedDirs | None = None,
 ) -> PreparedAudio:
     """`prepare` in a worker thread, so the event loop keeps serving AMI."""
-    return await asyncio.to_thread(prepare, spec, work_dir, reserve_bytes=reserve_bytes)
+    return await asyncio.to_thread(
+        prepare, spec, work_dir, reserve_bytes=reserve_bytes, allowed=allowed
+    )
 
 
 def guess_interleaved_rate(
@@ -141,8 +149,14 @@ def interleave(left: bytes, right: bytes) -> memoryview:
 
 
 class _Job:
-    def __init__(self, spec: RecordingSpec, work_dir: str, reserve_bytes: int) -> None:
+    def __init__(
+        self, spec: RecordingSpec, work_dir: str, reserve_bytes: int,
+        allowed: AllowedDirs | None = None,
+    ) -> None:
         self.spec = spec
+        self.allowed = allowed
+        # Asterisk's files open through the rule; our own (work_dir) plainly.
+        self.opener: Opener = allowed.open_file if allowed is not None else open_plain
         self.work_dir = work_dir
         self.reserve_bytes = reserve_bytes
         self.warnings: list[str] = []
@@ -152,6 +166,8 @@ class _Job:
         self.duration_warned = False
 
     def run(self) -> PreparedAudio:
+        if self.allowed is not None:
+            self.allowed.check_all(self.spec.paths)  # refused before any stat or open
         os.makedirs(self.work_dir, exist_ok=True)
         try:
             if self.spec.mode == "legs":
@@ -173,19 +189,26 @@ class _Job:
             opened.close()
 
     def _open(self, path: str, *, passthrough: bool, allow_empty: bool) -> PcmSource | _AsIs:
-        size = _check_file(path, allow_empty=allow_empty)
+        size = _check_file(path, allow_empty=allow_empty, opener=self.opener)
         if size == 0:
-            return RawPcmSource(path, rate=self._raw_rate(path), channels=1, offset=0, length=0)
-        info = probe(path)
+            return RawPcmSource(path, rate=self._raw_rate(path), channels=1, offset=0, length=0,
+                                opener=self.opener)
+        info = probe(path, self.opener)
+        if info.text:
+            raise UnsupportedRecording(
+                path,
+                f"{path} holds text, not audio (whatever its name says): not sent. Check "
+                "what wrote this file and the recording name the dialplan gave MixMonitor",
+            )
         if info.file_type == "wav":
             return self._open_wav(path, info, size, passthrough=passthrough)
         if info.file_type in ("mp3", "m4a"):
             assert info.file_type is not None
             if passthrough:
-                meta = _stream_info(path, info.file_type)
+                meta = _stream_info(path, info.file_type, self.opener)
                 return _AsIs(path, info.file_type, meta.channels, meta.duration)
             # a leg in MP3 (post-processed): libsndfile >= 1.1 decodes MP3
-            return SoundFileSource(path)
+            return SoundFileSource(path, self.opener)
         return self._open_headerless(path, size)
 
     def _open_wav(
@@ -233,14 +256,16 @@ class _Job:
                     "with D in the dialplan"
                 )
                 self.d_recording = True
-                return RawPcmSource(path, rate=rate, channels=2, offset=offset, length=length)
+                return RawPcmSource(path, rate=rate, channels=2, offset=offset, length=length,
+                                    opener=self.opener)
             if passthrough and not info.problem:
                 return _AsIs(path, "wav", channels, info.duration)
-            return RawPcmSource(path, rate=rate, channels=channels, offset=offset, length=length)
+            return RawPcmSource(path, rate=rate, channels=channels, offset=offset, length=length,
+                                opener=self.opener)
         if tag in (WAVE_FORMAT_MULAW, WAVE_FORMAT_ALAW) and bits == 8:
             law: Literal["ulaw", "alaw"] = "ulaw" if tag == WAVE_FORMAT_MULAW else "alaw"
             return G711Source(path, law, rate=rate, channels=channels, offset=offset,
-                              length=length)
+                              length=length, opener=self.opener)
         return self._libsndfile(path, info)
 
     def _libsndfile(self, path: str, info: AudioInfo) -> PcmSource:
@@ -250,8 +275,8 @@ class _Job:
             # libsndfile trusts the header: hand it a copy with the true sizes.
             # These files are compressed and small (GSM: 1.6 kB/s).
             target = self._temp_path(path, ".wav")
-            copy_with_fixed_header(path, info, target)
-        source = SoundFileSource(target)
+            copy_with_fixed_header(path, info, target, self.opener)
+        source = SoundFileSource(target, self.opener if target == path else open_plain)
         source.path = path  # messages name the recording, not our temporary copy
         return source
 
@@ -260,7 +285,8 @@ class _Job:
         if ext in SLIN_RATES:
             rate = self.spec.sample_rate or SLIN_RATES[ext] or 8000
             channels = self._raw_channels(path, ext, size, rate)
-            source = RawPcmSource(path, rate=rate, channels=channels, offset=0, length=size)
+            source = RawPcmSource(path, rate=rate, channels=channels, offset=0, length=size,
+                                  opener=self.opener)
             if source.trailing_bytes:
                 self.warnings.append(
                     f"{path}: dropped {source.trailing_bytes} trailing bytes (half a frame: "
@@ -270,12 +296,12 @@ class _Job:
         if ext in ULAW_EXTS or ext in ALAW_EXTS:
             law: Literal["ulaw", "alaw"] = "ulaw" if ext in ULAW_EXTS else "alaw"
             return G711Source(path, law, rate=self.spec.sample_rate or 8000, channels=1,
-                              offset=0, length=size)
+                              offset=0, length=size, opener=self.opener)
         if ext == "gsm":
-            return SoundFileSource(path, samplerate=8000, channels=1, format="RAW",
+            return SoundFileSource(path, self.opener, samplerate=8000, channels=1, format="RAW",
                                    subtype="GSM610")
         if ext == "vox":  # Dialogic ADPCM, 8 kHz in Asterisk's format_vox
-            return SoundFileSource(path, samplerate=8000, channels=1, format="RAW",
+            return SoundFileSource(path, self.opener, samplerate=8000, channels=1, format="RAW",
                                    subtype="VOX_ADPCM")
         if ext in UNDECODABLE:
             raise UnsupportedRecording(
@@ -284,7 +310,7 @@ class _Job:
                 "record with MixMonitor into .wav (mono) or .raw with the D option (stereo)",
             )
         try:
-            return SoundFileSource(path)  # Ogg, FLAC, AU, AIFF...: libsndfile knows them
+            return SoundFileSource(path, self.opener)  # Ogg, FLAC, AU, AIFF...: libsndfile
         except UnsupportedRecording:
             raise UnsupportedRecording(
                 path,
@@ -331,6 +357,7 @@ class _Job:
             mixed = self.spec.file
             if (
                 len(missing) == 1
+                and (self.allowed is None or self.allowed.permits(mixed))
                 and mixed not in (receive, transmit)
                 and os.path.isfile(mixed)
                 and os.path.getsize(mixed) > 0
@@ -452,7 +479,7 @@ class _Job:
         *,
         converted: bool,
     ) -> PreparedAudio:
-        actual = probe(path).file_type
+        actual = probe(path, open_plain if converted else self.opener).file_type
         if actual != file_type:  # a bug here would make MiiTel fail the call
             raise AssertionError(f"{path}: made a {file_type!r} but the bytes are {actual!r}")
         channel_type = self._channel_type(path, channels)
@@ -508,12 +535,11 @@ class _Job:
         return path
 
 
-def _check_file(path: str, *, allow_empty: bool) -> int:
+def _check_file(path: str, *, allow_empty: bool, opener: Opener = open_plain) -> int:
     """Size of the file; typed errors for missing, unreadable and empty files."""
     try:
-        with open(path, "rb"):
-            pass
-        size = os.stat(path).st_size
+        with opener(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
     except FileNotFoundError:
         raise RecordingMissing(path, _missing_message(path)) from None
     except PermissionError:
@@ -567,9 +593,9 @@ def _ext(path: str) -> str:
     return base.rsplit(".", 1)[1].lower() if "." in base else ""
 
 
-def _stream_info(path: str, file_type: FileType) -> StreamInfo:
+def _stream_info(path: str, file_type: FileType, opener: Opener = open_plain) -> StreamInfo:
     try:
-        return mp3_info(path) if file_type == "mp3" else m4a_info(path)
+        return mp3_info(path, opener) if file_type == "mp3" else m4a_info(path, opener)
     except (OSError, ValueError, IndexError, KeyError, struct.error):
         return StreamInfo(None, None)  # a header we cannot read: unknown, never fatal
 

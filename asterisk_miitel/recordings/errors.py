@@ -37,3 +37,8 @@ class IncompatibleLegs(RecordingError):
 
 class InsufficientDiskSpace(RecordingError):
     """Converting would (nearly) fill the disk that holds the work folder."""
+
+
+class OutsideRecordingDirs(RecordingError):
+    """The name points outside [recordings] dirs and the voicemail spool (recordings/allowed.py):
+    never opened, never sent, never deleted."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+if TYPE_CHECKING:
+    from .allowed import Opener
 
 FileType = Literal["wav", "mp3", "m4a"]
 
@@ -36,6 +39,7 @@ class AudioInfo:
     header_bytes: int | None = None  # offset of the WAV sample data
     problem: str | None = None  # why the file is not usable as it is
     block_align: int | None = None  # bytes per block (frame for PCM; 65 for GSM 'wav49')
+    text: bool = False  # the head reads as text: not a recording, whatever its name
 
     @property
     def duration(self) -> float | None:
@@ -61,12 +65,28 @@ def sniff(head: bytes, total_size: int | None = None) -> AudioInfo:
         return AudioInfo("m4a")
     if head[:3] == b"ID3" or _is_mpeg_audio_frame(head):
         return AudioInfo("mp3")
+    if looks_like_text(head):
+        return AudioInfo(None, problem="text, not audio", text=True)
     return AudioInfo(None, problem="not a WAV, MP3 or M4A file")
 
 
-def probe(path: str | Path) -> AudioInfo:
+def looks_like_text(head: bytes) -> bool:
+    """Printable UTF-8 without a NUL byte. Headerless PCM never looks so: silence
+    and quiet sound are full of 0x00 and 0xFF bytes, G.711 silence is 0xFF/0xD5."""
+    if len(head) < 2 or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")  # a character cut by the 4 KiB head
+    return all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+
+
+def probe(path: str | Path, opener: Opener | None = None) -> AudioInfo:
     """Identify the audio file at `path` (reads only its head)."""
-    with open(path, "rb") as fh:
+    with (opener(str(path)) if opener is not None else open(path, "rb")) as fh:
         return probe_stream(fh)
 
 

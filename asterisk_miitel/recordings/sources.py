@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from . import g711
+from .allowed import Opener, open_plain
 from .errors import UnsupportedRecording
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ class PcmSource(Protocol):
 class RawPcmSource:
     """Signed 16-bit little-endian PCM stored in a byte range of a file."""
 
-    def __init__(self, path: str, *, rate: int, channels: int, offset: int, length: int) -> None:
+    def __init__(
+        self, path: str, *, rate: int, channels: int, offset: int, length: int,
+        opener: Opener = open_plain,
+    ) -> None:
         self.path = path
         self.rate = rate
         self.channels = channels
@@ -46,7 +50,7 @@ class RawPcmSource:
         self.frames = length // self._frame
         self.trailing_bytes = length - self.frames * self._frame  # a half-written frame
         self._remaining = self.frames * self._frame
-        self._fh: BinaryIO = open(path, "rb")  # closed by close()
+        self._fh: BinaryIO = opener(path)  # closed by close()
         self._fh.seek(offset)
 
     def read(self, frames: int) -> bytes:
@@ -66,7 +70,8 @@ class G711Source:
     """G.711 bytes (one byte per sample) in a byte range of a file."""
 
     def __init__(
-        self, path: str, law: Law, *, rate: int, channels: int, offset: int, length: int
+        self, path: str, law: Law, *, rate: int, channels: int, offset: int, length: int,
+        opener: Opener = open_plain,
     ) -> None:
         self.path = path
         self.law: Law = law
@@ -74,7 +79,7 @@ class G711Source:
         self.channels = channels
         self.frames = length // channels
         self._remaining = self.frames * channels
-        self._fh: BinaryIO = open(path, "rb")  # closed by close()
+        self._fh: BinaryIO = opener(path)  # closed by close()
         self._fh.seek(offset)
 
     def read(self, frames: int) -> bytes:
@@ -93,12 +98,15 @@ class G711Source:
 class SoundFileSource:
     """Anything libsndfile decodes, read as int16 without building numpy arrays."""
 
-    def __init__(self, path: str, **kwargs: Any) -> None:
+    def __init__(self, path: str, opener: Opener = open_plain, **kwargs: Any) -> None:
         sf = import_soundfile(path)
         self.path = path
+        # libsndfile reads through our file object: the open is the checked one.
+        self._fh = opener(path)
         try:
-            self._sf = sf.SoundFile(path, **kwargs)
+            self._sf = sf.SoundFile(self._fh, **kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:
+            self._fh.close()
             raise UnsupportedRecording(
                 path, f"{path}: libsndfile cannot decode this file ({exc}); "
                 "record in .wav or .raw (signed linear) instead",
@@ -120,6 +128,7 @@ class SoundFileSource:
 
     def close(self) -> None:
         self._sf.close()
+        self._fh.close()
 
 
 def import_soundfile(path: str) -> Any:

@@ -25,6 +25,7 @@ a caller that starts from a raw ``MIXMONITOR_FILENAME``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -71,6 +72,17 @@ class PreparedAudio:
     converted: bool  # True: `path` is our own file in work_dir, delete it after upload
     size_bytes: int
     warnings: list[str] = field(default_factory=list)
+
+
+# The r()/t() legs our dialplans write (dialplan/miitel-record.conf and the
+# FreePBX hooks): miitel-<EPOCH>-<UNIQUEID>-<n>-in.wav / -out.wav. They exist
+# only for the service to merge, so it deletes them once MiiTel has the call.
+_OWN_LEG = re.compile(r"miitel-[0-9]+-[^/]+-[0-9]+-(in|out)\.wav")
+
+
+def is_own_leg(path: str) -> bool:
+    """A leg file named by our dialplan (the service's own, not the PBX's)."""
+    return _OWN_LEG.fullmatch(os.path.basename(path)) is not None
 
 
 def mixmonitor_output_path(filename: str) -> str:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from .allowed import AllowedDirs, open_plain
 from .errors import RecordingMissing, RecordingUnreadable
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,11 @@ class RecordingWatcher:
         use_inotify: bool = True,
         poll_interval: float = 0.5,
         stable_polls: int = 2,
+        allowed: AllowedDirs | None = None,
     ) -> None:
+        # The service gives its path rule: names from AMI outside it are never
+        # watched nor opened (an AMI user could name any folder or a FIFO).
+        self.allowed = allowed
         self.poll_interval = poll_interval
         self.stable_polls = stable_polls
         self._use_inotify = use_inotify and sys.platform.startswith("linux")
@@ -210,8 +215,12 @@ class RecordingWatcher:
         """A recording starts writing `path`: watch its folder from now on.
 
         Synchronous and cheap (one inotify_add_watch per new folder), so an
-        AMI event handler may call it directly.
+        AMI event handler may call it directly. A path outside the allowed
+        folders is ignored: closed() refuses it later, with the reason.
         """
+        if self.allowed is not None and not self.allowed.permits(path):
+            log.debug("not watching %s: outside the recordings folders", path)
+            return
         self._acquire(path).expects += 1
 
     def forget(self, path: str) -> None:
@@ -362,6 +371,8 @@ class RecordingWatcher:
         (`finished` False, `reason`) rather than raised: it can still be sent.
         """
         names = [paths] if isinstance(paths, str) else list(paths)
+        if self.allowed is not None:
+            self.allowed.check_all(names)  # OutsideRecordingDirs: never watched, never opened
         start = time.monotonic()
         deadline = start + timeout
         states = [self._acquire(p) for p in names]
@@ -427,10 +438,10 @@ class RecordingWatcher:
         return FileWait(state.path, "timeout", last[0], time.monotonic() - start)
 
     def _settled(self, state: _FileState, how: How, start: float) -> FileWait:
+        opener = self.allowed.open_file if self.allowed is not None else open_plain
         try:
-            with open(state.path, "rb"):
-                pass
-            size = os.stat(state.path).st_size
+            with opener(state.path) as fh:
+                size = os.fstat(fh.fileno()).st_size
         except PermissionError:
             raise RecordingUnreadable(state.path, _unreadable(state.path)) from None
         except FileNotFoundError:

@@ -17,6 +17,7 @@ import struct
 from types import TracebackType
 from typing import BinaryIO
 
+from .allowed import Opener, open_plain
 from .errors import InsufficientDiskSpace, UnsupportedRecording
 from .probe import AudioInfo
 
@@ -96,7 +97,9 @@ class WavWriter:
             self.finish()
 
 
-def copy_with_fixed_header(src: str, info: AudioInfo, dest: str) -> int:
+def copy_with_fixed_header(
+    src: str, info: AudioInfo, dest: str, opener: Opener = open_plain
+) -> int:
     """Copy a WAV whose header lies, writing the true sizes; return data bytes.
 
     The original header bytes are kept (fmt extras, fact chunk: GSM needs
@@ -107,7 +110,7 @@ def copy_with_fixed_header(src: str, info: AudioInfo, dest: str) -> int:
     align = info.block_align or 1
     data_bytes = min(info.data_bytes, MAX_DATA_BYTES) // align * align
     part = dest + ".part"
-    with open(src, "rb") as fin, open(part, "wb") as fout:
+    with opener(src) as fin, open(part, "wb") as fout:
         header = bytearray(fin.read(info.header_bytes))
         struct.pack_into("<I", header, 4, info.header_bytes - 8 + data_bytes)
         struct.pack_into("<I", header, info.header_bytes - 4, data_bytes)

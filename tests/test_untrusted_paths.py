@@ -1,0 +1,229 @@
+"""File names from AMI are untrusted: any AMI user may send `UserEvent:
+MiiTelRecording` with `File: /any/path`, and a careless dialplan may name any
+file. Only files whose real path lies under `[recordings] dirs` (or the
+voicemail spool) are opened, sent or deleted; anything else is set aside as
+`recording` with a reason that names the path and the setting.
+
+The whole service runs here: the fake AMI server plays a real captured call,
+the MiiTel stand-in answers over real HTTP."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from asterisk_miitel.ami.fake_server import FakeAmi, shift_times, transcript_events
+from asterisk_miitel.miitel.standin import StandIn
+from asterisk_miitel.recordings import AllowedDirs, OutsideRecordingDirs
+
+from .support import DEMO_DIR, DEMO_RECORDING_DIR, done, running, service_config, wait_for
+
+RECORDING = "miitel-1795472139-1795472139.4-1.raw"
+ASTERISK_NAME = f"{DEMO_RECORDING_DIR}/{RECORDING}".encode()
+
+
+def events_naming(path: str) -> list[bytes]:
+    """The demo call, with every mention of its recording replaced by `path`
+    (a dialplan that names that file)."""
+    raw = (DEMO_DIR / "ami.log").read_bytes().replace(ASTERISK_NAME, path.encode())
+    return shift_times(transcript_events(raw), time.time() - 10)
+
+
+def events_with_forged_userevent(path: str) -> list[bytes]:
+    """The demo call as recorded, plus what an AMI user with `write = user`
+    can send: a MiiTelRecording UserEvent on the call's channel naming `path`."""
+    events = transcript_events((DEMO_DIR / "ami.log").read_bytes())
+    [real] = [i for i, e in enumerate(events) if b"UserEvent: MiiTelRecording" in e]
+    forged = events[real].replace(ASTERISK_NAME, path.encode())
+    events.insert(real + 1, forged)
+    return shift_times(events, time.time() - 10)
+
+
+def write_wav(path: Path, seconds: float = 2.0) -> Path:
+    """A real stereo WAV (a tone on the left): what an uploader would accept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = b"".join(
+        struct.pack("<hh", int(8000 * math.sin(i / 8)), 0) for i in range(int(8000 * seconds)))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(frames)
+    return path
+
+
+def write_text(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n" * 200)
+    return path
+
+
+@pytest.fixture
+async def standin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with StandIn(tmp_path / "miitel", port=0) as s:
+        yield s
+
+
+async def _run(tmp_path: Path, standin: StandIn, events: list[bytes], calls: int = 1,
+               **over: object) -> list:  # type: ignore[type-arg]
+    async with FakeAmi(events) as ami:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url,
+                                          **over)) as service:
+            await wait_for(done(service, calls), 15)
+            return await service.outbox.latest(["set_aside"])
+
+
+def _refused(row: object, shown: str) -> None:
+    reason = row.reason or ""  # type: ignore[attr-defined]
+    assert row.reason_code == "recording", reason  # type: ignore[attr-defined]
+    assert shown in reason and "[recordings] dirs" in reason, reason
+
+
+async def test_a_wav_outside_dirs_is_neither_read_nor_sent(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    outside = write_wav(tmp_path / "outside" / "secret.wav")
+    [row] = await _run(tmp_path, standin, events_naming(str(outside)))
+    _refused(row, str(outside))
+    assert standin.calls() == []  # not even the call history
+    assert outside.exists()
+
+
+async def test_a_text_file_named_raw_outside_dirs_is_not_sent(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    outside = write_text(tmp_path / "outside" / "passwd.raw")
+    [row] = await _run(tmp_path, standin, events_naming(str(outside)))
+    _refused(row, str(outside))
+    assert standin.calls() == []
+
+
+async def test_a_text_file_named_raw_inside_dirs_is_not_sent_as_audio(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    write_text(tmp_path / "monitor" / RECORDING)
+    [row] = await _run(tmp_path, standin, events_naming(f"{DEMO_RECORDING_DIR}/{RECORDING}"))
+    assert row.reason_code == "recording" and "holds text, not audio" in (row.reason or "")
+    assert standin.calls() == []
+
+
+async def test_dot_dot_out_of_dirs_is_refused(tmp_path: Path, standin: StandIn) -> None:
+    # Asterisk's dirs/../../x.wav is, on this host, tmp/spool/monitor/../../x.wav = tmp/x.wav
+    spool = tmp_path / "spool" / "monitor"
+    spool.mkdir(parents=True)
+    target = write_wav(tmp_path / "x.wav")
+    name = f"{DEMO_RECORDING_DIR}/../../x.wav"
+    [row] = await _run(tmp_path, standin, events_naming(name),
+                       recordings={"path_map": {DEMO_RECORDING_DIR: str(spool)}})
+    _refused(row, "/../../x.wav")
+    assert str(target) in (row.reason or "")  # says where it really points
+    assert standin.calls() == [] and target.exists()
+
+
+async def test_a_symlink_inside_dirs_pointing_outside_is_refused(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    outside = write_wav(tmp_path / "outside" / "secret.wav")
+    (tmp_path / "monitor").mkdir(exist_ok=True)
+    (tmp_path / "monitor" / "link.wav").symlink_to(outside)
+    name = f"{DEMO_RECORDING_DIR}/link.wav"
+    [row] = await _run(tmp_path, standin, events_naming(name))
+    _refused(row, "link.wav")
+    assert standin.calls() == [] and outside.exists()
+
+
+async def test_a_forged_userevent_costs_nothing_and_the_real_call_is_sent(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    (tmp_path / "monitor").mkdir()
+    shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING)
+    outside = write_wav(tmp_path / "outside" / "secret.wav")
+    [row] = await _run(tmp_path, standin, events_with_forged_userevent(str(outside)), calls=2)
+    _refused(row, str(outside))
+    [call] = standin.calls()  # the real recording only
+    assert call["status"] == "uploaded" and call["post_count"] == 1
+    assert call["channels"] == 2 and call["call_data"]["audio_channel_type"] == "STEREO"
+
+
+async def test_delete_after_upload_never_deletes_a_file_outside_dirs(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    (tmp_path / "monitor").mkdir()
+    inside = Path(shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING))
+    outside = write_wav(tmp_path / "outside" / "secret.wav")
+    [row] = await _run(tmp_path, standin, events_with_forged_userevent(str(outside)), calls=2,
+                       recordings={"delete_after_upload": True})
+    _refused(row, str(outside))
+    assert outside.exists() and outside.stat().st_size > 44
+    assert not inside.exists()  # the real one was deleted after its 200, as configured
+    assert [c["status"] for c in standin.calls()] == ["uploaded"]
+
+
+# -- the rule itself: checked again at the moment of the open and the delete -------------
+
+
+def _rule(tmp_path: Path) -> tuple[AllowedDirs, Path, Path]:
+    inside = tmp_path / "spool" / "sub"
+    outside = tmp_path / "outside"
+    write_wav(inside / "a.wav", 0.1)
+    write_wav(outside / "a.wav", 0.1)
+    return AllowedDirs((str(tmp_path / "spool"),)), inside, outside
+
+
+def _swap_after_check(monkeypatch: pytest.MonkeyPatch, inside: Path, outside: Path) -> None:
+    """After the name was checked, the folder becomes a symlink to elsewhere."""
+    original = AllowedDirs.check
+
+    def check_then_swap(self: AllowedDirs, path: str) -> str:
+        real = original(self, path)
+        shutil.rmtree(inside)
+        inside.symlink_to(outside)
+        return real
+
+    monkeypatch.setattr(AllowedDirs, "check", check_then_swap)
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, inside, outside = _rule(tmp_path)
+    with allowed.open_file(str(inside / "a.wav")) as fh:
+        assert fh.read(4) == b"RIFF"
+    _swap_after_check(monkeypatch, inside, outside)
+    with pytest.raises(OutsideRecordingDirs):
+        allowed.open_file(str(inside / "a.wav"))
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_loses_nothing_on_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, inside, outside = _rule(tmp_path)
+    _swap_after_check(monkeypatch, inside, outside)
+    with pytest.raises(OutsideRecordingDirs):
+        allowed.unlink_file(str(inside / "a.wav"))
+    assert (outside / "a.wav").exists()
+
+
+def test_the_rule_resolves_names_and_keeps_to_its_folders(tmp_path: Path) -> None:
+    allowed, inside, outside = _rule(tmp_path)
+    (inside / "link.wav").symlink_to(outside / "a.wav")
+    os.mkfifo(inside / "fifo.raw")
+    assert allowed.permits(str(inside / "a.wav"))
+    assert allowed.permits(str(inside / ".." / "sub" / "a.wav"))
+    for bad in (outside / "a.wav", inside / "link.wav", inside / ".." / ".." / "outside" /
+                "a.wav", Path("spool/sub/a.wav"), tmp_path / "spool-other" / "a.wav"):
+        assert not allowed.permits(str(bad)), bad
+    assert not allowed.unlink_file(str(inside / "gone.wav"))  # already gone: fine
+    with pytest.raises(OutsideRecordingDirs):
+        allowed.unlink_file(str(inside / "link.wav"))
+    assert (outside / "a.wav").exists() and (inside / "link.wav").is_symlink()
+    with pytest.raises(Exception, match="not a regular file"):
+        allowed.open_file(str(inside / "fifo.raw"))  # never blocks on a FIFO
+    assert allowed.unlink_file(str(inside / "a.wav")) and not (inside / "a.wav").exists()
