@@ -77,6 +77,10 @@ class MiitelConfig(_Section):
     # (with jitter); a Retry-After from MiiTel is honoured.
     retry_base: float = Field(2.0, gt=0)
     retry_max: float = Field(300.0, gt=0)
+    # A 500/502/504 may come after MiiTel created the call history, so by
+    # default the call is set aside as outcome_unknown. True (only once MiiTel
+    # is known to ignore a repeated call_data_id): such POSTs are retried.
+    resend_on_server_error: bool = False
 
     @field_validator("webhook_url")
     @classmethod

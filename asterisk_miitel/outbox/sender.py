@@ -32,6 +32,7 @@ from ..miitel.errors import (
     OutcomeUnknown,
     Permanent,
     RetryableAnswer,
+    ServerError,
     UploadExpired,
     UploadForbidden,
 )
@@ -264,6 +265,18 @@ class Sender:
         await self.outbox.mark_posting(row.id)
         try:
             url = await self.client.create_call_history(row.call_data)
+        except ServerError as exc:
+            if self.config.miitel.resend_on_server_error:  # the site confirmed it is safe
+                await self._retry(row, str(exc), exc.retry_after, state="ready")
+                return
+            await self._aside(
+                row, "outcome_unknown",
+                f"{exc}: a server error may come after MiiTel created the call history, so it "
+                f"is not sent again by itself. Check MiiTel, then `asterisk-miitel retry --force "
+                f"{row.id}` if it is missing (or set [miitel] resend_on_server_error = true once "
+                "MiiTel is known to ignore a repeated call_data_id)",
+            )
+            return
         except OutcomeUnknown as exc:
             # The message says what came back (nothing, or a 2xx without a URL).
             await self._aside(
