@@ -7,12 +7,18 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .calls.classify import Outcome
 from .config import Config, ConfigError, load_config
 from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from .ops.calls import ServiceState
+    from .outbox.store import Outbox
 
 log = logging.getLogger("asterisk_miitel")
 
@@ -21,7 +27,8 @@ examples:
   asterisk-miitel demo                          a real captured call, end to end, on this machine
   asterisk-miitel run --config /etc/asterisk-miitel/config.toml
   asterisk-miitel replay capture.log --explain  what each recording would become
-  asterisk-miitel status                        calls by state, latest problems
+  asterisk-miitel status                        running? AMI connected? the last call, problems
+  asterisk-miitel calls --state set_aside       recent calls; `calls show ID` for one in full
   asterisk-miitel retry --all-set-aside         re-queue calls after fixing their cause
   asterisk-miitel mock-miitel --port 8765       a local MiiTel stand-in for staging
   asterisk-miitel check                         is everything ready? one line per check
@@ -72,8 +79,37 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--explain", action="store_true",
                         help="say, for each party, which rule decided it")
 
-    add("status", "calls in the outbox by state, and the latest reasons",
-        "asterisk-miitel status --config /etc/asterisk-miitel/config.toml")
+    status = add("status", "is the service running, is AMI connected, the last call, calls "
+                 "by state and the latest reasons",
+                 "asterisk-miitel status --config /etc/asterisk-miitel/config.toml")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    calls = add("calls", "recent calls, newest first: time, id, event_type, parties, state, "
+                "reason ('calls show ID': one call in full)",
+                "asterisk-miitel calls --state set_aside --since 1d\n"
+                "  asterisk-miitel calls show pbx1:1795468345.4.raw:e4e7265ddfab0f6b")
+    calls.add_argument("--state", action="append", default=[], metavar="STATE",
+                       help="only these states (repeat or comma-separate): waiting_recording, "
+                       "ready, posting, created, uploaded, sent, set_aside, skipped; "
+                       "in_progress and done as groups")
+    calls.add_argument("--since", metavar="WHEN",
+                       help="only calls since then: 2026-11-23, 2026-11-23T14:00 (PBX time), "
+                       "or how long ago: 30m, 2h, 1d")
+    calls.add_argument("--extension", metavar="EXT",
+                       help="only calls with this extension, or a party with this number")
+    calls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    calls.add_argument("--json", action="store_true", help="one JSON object per line")
+    calls_sub = calls.add_subparsers(dest="calls_command", metavar="show")
+    show = calls_sub.add_parser(
+        "show", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="one call: its call_data, each step with its time, the file, the reason and "
+        "the next action",
+        description="one call: its call_data, each step with its time, the file, the reason "
+        "and the next action",
+        epilog="example:\n  asterisk-miitel calls show e4e7265ddfab0f6b   (any unique part "
+        "of the id)")
+    show.add_argument("id", metavar="ID", help="the call_data_id, or a unique part of it")
+    show.add_argument("--json", action="store_true", help="one JSON object")
 
     retry = add("retry", "put set-aside calls back in line",
                 "asterisk-miitel retry pbx1:1795468345.4.raw:e4e7265ddfab0f6b")
@@ -198,7 +234,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return backfill_main(config, args.since, args.until, args.dry_run)
     if args.command == "status":
-        return asyncio.run(_status(config))
+        return asyncio.run(_status(config, as_json=args.json))
+    if args.command == "calls":
+        return asyncio.run(_calls(args, config))
     if args.command == "retry":
         return asyncio.run(_retry(args, config))
     raise UserError(f"unknown command {args.command}")
@@ -260,18 +298,102 @@ class Progress:
         print(f"{end}{self.what}: done, {summary}", file=sys.stderr, flush=True)
 
 
-async def _status(config: Config) -> int:
-    from .outbox.manage import status_report
+def _open_outbox(config: Config) -> Outbox:
     from .outbox.store import Outbox
 
     if not config.outbox.path.exists():
-        raise UserError(f"no outbox at {config.outbox.path} yet: has `run` been started?")
-    async with Outbox(config.outbox.path) as outbox:
-        print(await status_report(outbox))
-        from .catchup import status_lines
+        raise UserError(f"no outbox at {config.outbox.path} yet: has `run` been started "
+                        "with this config?")
+    return Outbox(config.outbox.path)
 
+
+async def _status(config: Config, *, as_json: bool = False) -> int:
+    from .catchup import status_lines
+    from .ops import calls as ops_calls
+    from .outbox.manage import status_report
+
+    tz = config.pbx.tz()
+    async with _open_outbox(config) as outbox:
+        service = await ops_calls.service_state(outbox)
+        last = await ops_calls.recent(outbox, tz, limit=1)
+        if as_json:
+            doc = {
+                "service": service.as_dict(),
+                "last_call": last[0].as_dict() if last else None,
+                "counts": await outbox.counts(),
+                "last_uploaded_at": await outbox.last_uploaded_at(),
+                "oldest_waiting_at": await outbox.oldest_waiting(),
+            }
+            print(json.dumps(doc, ensure_ascii=False))
+            return 0
+        for line in _service_lines(service, config):
+            print(line)
+        if last:
+            print(f"last call: {last[0].text()}")
+            print(f"  next: {last[0].action}")
+        else:
+            print("last call: none yet")
+        uploaded = await outbox.last_uploaded_at()
+        if uploaded is not None:
+            print(f"last upload to MiiTel: {ops_calls.ago(time.time() - uploaded)}")
+        print(await status_report(outbox))
         for line in await status_lines(outbox):
             print(line)
+    return 0
+
+
+def _service_lines(service: ServiceState, config: Config) -> list[str]:
+    from .ops.calls import ago
+
+    if service.running is None:
+        return [f"service: unknown ({service.how}): start it with `asterisk-miitel run`"]
+    if not service.running:
+        return [f"service: NOT running ({service.how})",
+                "AMI: not followed while the service is down"]
+    pid = f", pid {service.pid}" if service.pid else ""
+    lines = [f"service: running ({service.how}{pid})"
+             + ("" if service.uploads else "; uploads OFF: no webhook URL configured")]
+    ami = service.ami
+    if ami is None:
+        lines.append("AMI: not followed (the service was started without a listener)")
+    elif ami.get("connected"):
+        since = ami.get("since")
+        lines.append(f"AMI: connected to {ami.get('host')}"
+                     + (f" since {ago(time.time() - since)}" if since else ""))
+    else:
+        lines.append(f"AMI: NOT connected to {ami.get('host')}: check that Asterisk runs and "
+                     "[ami] (`asterisk-miitel check` says more)")
+    return lines
+
+
+async def _calls(args: argparse.Namespace, config: Config) -> int:
+    from .ops import calls as ops_calls
+
+    tz = config.pbx.tz()
+    async with _open_outbox(config) as outbox:
+        if args.calls_command == "show":
+            try:
+                call = await ops_calls.show(outbox, args.id, tz)
+            except LookupError as exc:
+                raise UserError(str(exc)) from None
+            print(json.dumps(call.as_dict(), ensure_ascii=False) if args.json else call.text())
+            return 0
+        try:
+            states = ops_calls.parse_states(args.state)
+            since = ops_calls.parse_since(args.since, tz) if args.since else None
+        except ops_calls.BadFilter as exc:
+            raise UserError(str(exc)) from None
+        if args.limit < 1:
+            raise UserError("--limit must be at least 1")
+        found = await ops_calls.recent(outbox, tz, states=states, since=since,
+                                       extension=args.extension, limit=args.limit)
+    for call in found:
+        print(json.dumps(call.as_dict(), ensure_ascii=False) if args.json else call.text())
+    if not found and not args.json:
+        print("no calls" + (" match" if states or since or args.extension else " yet"),
+              file=sys.stderr)
+    elif len(found) == args.limit and not args.json:
+        print(f"(the latest {args.limit}; --limit N for more)", file=sys.stderr)
     return 0
 
 

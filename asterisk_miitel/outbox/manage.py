@@ -67,7 +67,8 @@ async def retry(outbox: Outbox, call_id: str, config: Config, *, force: bool) ->
         if code in ("outcome_unknown", "upload_expired", "upload_refused"):
             fields["upload_url"] = None
             fields["upload_expires_at"] = None
-    await outbox.update(call_id, **fields)
+    await outbox.update(call_id, note="put back in line by a person (retry"
+                        + (" --force)" if force else ")"), **fields)
     return RetryResult(call_id, True, f"queued again ({fields['state']})")
 
 

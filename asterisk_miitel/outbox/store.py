@@ -15,6 +15,11 @@ any point resumes at the right step):
 
 `call_data_id` is the primary key: the same call can never be queued twice.
 The file is created readable by its owner only: it holds upload URLs.
+
+Each step a call takes (a new state, or a retry's error) is also written to
+`steps`, with its time, in the same transaction: `calls show` and the console
+tell a person what happened when. Outboxes from before the table existed
+keep working; their calls show no steps.
 """
 
 from __future__ import annotations
@@ -77,6 +82,14 @@ CREATE TABLE IF NOT EXISTS calls (
 CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS calls_file ON calls (file);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- What happened to each call, when: one row per state change or retried error.
+CREATE TABLE IF NOT EXISTS steps (
+    call_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT                       -- the reason, the error, or what a person did
+);
+CREATE INDEX IF NOT EXISTS steps_call ON steps (call_id, at);
 -- Recordings still being made: enough to finish or resume them after a crash.
 CREATE TABLE IF NOT EXISTS journal (
     file TEXT PRIMARY KEY,
@@ -139,6 +152,13 @@ class Row:
             posts=r["posts"],
             notes=_load(r["notes"]) or [],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    at: float
+    state: str
+    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +272,8 @@ class Outbox:
                     _dump(call.parties), call.ended_at, now, now, _dump(call.notes or None),
                 ),
             )
+            if cur.rowcount == 1:
+                await _step(db, call.id, now, call.state, call.reason)
             if closes is not None:
                 await db.execute("DELETE FROM journal WHERE file = ?", (closes,))
         return cur.rowcount == 1
@@ -283,25 +305,42 @@ class Outbox:
             rows = await cur.fetchall()
         return [(r["file"], json.loads(r["data"]), r["updated_at"]) for r in rows]
 
-    async def update(self, call_id: str, **fields: Any) -> None:
-        """Write a step. Dict/list values are stored as JSON."""
-        fields["updated_at"] = self._clock()
+    async def update(self, call_id: str, *, note: str | None = None, **fields: Any) -> None:
+        """Write a step. Dict/list values are stored as JSON.
+
+        A new `state` or a `last_error` is also recorded in `steps`, with the
+        reason, the error or `note` (what a person did) as its detail.
+        """
+        now = fields["updated_at"] = self._clock()
         cols = ", ".join(f"{k} = ?" for k in fields)
         values = [_dump(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
-        async with self._writing() as db:
+        state = fields.get("state")
+        detail = note or fields.get("last_error") or fields.get("reason")
+        if state is None and not fields.get("last_error"):
+            async with self._writing() as db:
+                await db.execute(f"UPDATE calls SET {cols} WHERE id = ?", (*values, call_id))
+            return
+        async with self._writing(transaction=True) as db:
             await db.execute(f"UPDATE calls SET {cols} WHERE id = ?", (*values, call_id))
+            if state is None:
+                async with db.execute("SELECT state FROM calls WHERE id = ?", (call_id,)) as cur:
+                    row = await cur.fetchone()
+                state = row["state"] if row else "?"
+            await _step(db, call_id, now, state, detail)
 
     async def set_aside(self, call_id: str, code: str, reason: str) -> None:
         await self.update(call_id, state="set_aside", reason_code=code, reason=reason)
 
     async def mark_posting(self, call_id: str) -> None:
         """Written just before the POST leaves: a crash now means outcome unknown."""
-        async with self._writing() as db:
+        now = self._clock()
+        async with self._writing(transaction=True) as db:
             await db.execute(
                 "UPDATE calls SET state='posting', posts = posts + 1, attempts = attempts + 1,"
                 " updated_at = ? WHERE id = ?",
-                (self._clock(), call_id),
+                (now, call_id),
             )
+            await _step(db, call_id, now, "posting", "the call history is being sent to MiiTel")
 
     async def recover_after_crash(self) -> list[str]:
         """At start: a POST that was in flight when we died has an unknown outcome."""
@@ -381,6 +420,67 @@ class Outbox:
             rows = await cur.fetchall()
         return [Row.from_sql(r) for r in rows]
 
+    async def recent(
+        self,
+        *,
+        states: Sequence[str] = (),
+        since: float | None = None,
+        extension: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        """Calls newest first (by hangup, else by when they were queued).
+
+        `extension`: a party's extension, or a participant's number, as given.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args += list(states)
+        if since is not None:
+            where.append("COALESCE(ended_at, created_at) >= ?")
+            args.append(since)
+        if extension:
+            where.append(
+                "(EXISTS (SELECT 1 FROM json_each(calls.parties)"
+                " WHERE json_extract(value, '$.extension') = ?)"
+                " OR EXISTS (SELECT 1 FROM json_each(calls.call_data, '$.participants')"
+                " WHERE json_extract(value, '$.number') = ?))"
+            )
+            args += [extension, extension]
+        sql = "SELECT * FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY COALESCE(ended_at, created_at) DESC, created_at DESC LIMIT ?"
+        async with self.db.execute(sql, (*args, limit)) as cur:
+            rows = await cur.fetchall()
+        return [Row.from_sql(r) for r in rows]
+
+    async def find(self, text: str) -> list[str]:
+        """Ids equal to `text`, else containing it (a person types part of an id)."""
+        if await self.get(text) is not None:
+            return [text]
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        return await self._ids(
+            "SELECT id FROM calls WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT 10",
+            (pattern,),
+        )
+
+    async def steps(self, call_id: str) -> list[Step]:
+        async with self.db.execute(
+            "SELECT at, state, detail FROM steps WHERE call_id = ? ORDER BY at, rowid",
+            (call_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Step(r["at"], r["state"], r["detail"]) for r in rows]
+
+    async def last_uploaded_at(self) -> float | None:
+        """When MiiTel last took a call (its upload's 200, or a missed call sent)."""
+        async with self.db.execute("SELECT MAX(uploaded_at) AS t FROM calls") as cur:
+            row = await cur.fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
     async def all_ids(self, state: State | None = None) -> list[str]:
         if state is None:
             return await self._ids("SELECT id FROM calls ORDER BY created_at")
@@ -392,6 +492,15 @@ class Outbox:
         async with self.db.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [r[0] for r in rows]
+
+
+async def _step(
+    db: aiosqlite.Connection, call_id: str, at: float, state: str, detail: str | None
+) -> None:
+    await db.execute(
+        "INSERT INTO steps (call_id, at, state, detail) VALUES (?,?,?,?)",
+        (call_id, at, state, detail),
+    )
 
 
 def _dump(value: Any) -> str | None:
