@@ -69,3 +69,59 @@ async def _retry(tmp_path: Path, call_id: str, *, force: bool):  # type: ignore[
 
     async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
         return await retry(outbox, call_id, service_config(tmp_path, 1, None), force=force)
+
+
+# -- 5xx: processed or not? -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+async def test_server_error_after_processing_is_outcome_unknown_never_resent(
+    tmp_path: Path, standin: StandIn, recording: Path, status: int
+) -> None:
+    # MiiTel created the history, then a gateway answered 5xx.
+    standin.add_fault(method="POST", status=status, process=True)
+    row, service = await one_call(tmp_path, standin)
+    assert (row.state, row.reason_code) == ("set_aside", "outcome_unknown")
+    assert f"answered {status}" in (row.reason or "")
+    assert f"asterisk-miitel retry --force {row.id}" in (row.reason or "")
+    assert "resend_on_server_error" in (row.reason or "")
+    [call] = standin.calls()
+    assert call["post_count"] == 1 and row.posts == 1
+    assert service.sender.stats.retries == 0
+
+
+async def test_server_error_is_resent_when_the_site_opted_in(
+    tmp_path: Path, standin: StandIn, recording: Path
+) -> None:
+    standin.add_fault(method="POST", status=502, process=True, retry_after="0")
+    row, _ = await one_call(tmp_path, standin, miitel={"resend_on_server_error": True})
+    assert row.state == "uploaded"
+    [call] = standin.calls()
+    # The stand-in keeps a repeated call_data_id as one history: the behaviour
+    # this setting assumes of MiiTel.
+    assert call["post_count"] == 2 and call["status"] == "uploaded"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_not_processed_is_retried_after_retry_after(
+    tmp_path: Path, standin: StandIn, recording: Path, status: int
+) -> None:
+    standin.add_fault(method="POST", status=status, retry_after="2")
+    async with FakeAmi(demo_events()) as ami:
+        # retry_max 0.5 s: only Retry-After can make the service wait 2 s.
+        config = service_config(tmp_path, ami.port, standin.webhook_url)
+        async with running(config) as service:
+            async def answered() -> bool:
+                ids = await service.outbox.all_ids()
+                row = await service.outbox.get(ids[0]) if ids else None
+                return row is not None and f"answered {status}" in (row.last_error or "")
+            await wait_for(answered, 20)
+            [call_id] = await service.outbox.all_ids()
+            waiting = await service.outbox.get(call_id)
+            assert waiting is not None and waiting.state == "ready"
+            assert waiting.next_attempt_at - waiting.updated_at > 1.9
+            await wait_for(done(service), 20)
+            row = await service.outbox.get(call_id)
+    assert row is not None and row.state == "uploaded"
+    [call] = standin.calls()
+    assert call["post_count"] == 1  # the refused POST created nothing

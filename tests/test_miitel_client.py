@@ -23,10 +23,12 @@ from asterisk_miitel.miitel.client import (
     parse_retry_after,
 )
 from asterisk_miitel.miitel.errors import (
+    MiitelError,
     NotSent,
     OutcomeUnknown,
     Permanent,
     RetryableAnswer,
+    ServerError,
     UploadExpired,
     UploadForbidden,
 )
@@ -184,13 +186,36 @@ async def test_400_surfaces_the_error_list(standin: StandIn, client: MiitelClien
     assert standin.calls() == []
 
 
-async def test_500_then_retry_succeeds(standin: StandIn, client: MiitelClient) -> None:
-    standin.add_fault(method="POST", status=500)
+async def test_503_then_retry_succeeds(standin: StandIn, client: MiitelClient) -> None:
+    standin.add_fault(method="POST", status=503)
     with pytest.raises(RetryableAnswer) as caught:
         await client.create_call_history(call_data("c"))
-    assert caught.value.status == 500 and caught.value.retry_after is None
+    assert caught.value.status == 503 and caught.value.retry_after is None
     url = await client.create_call_history(call_data("c"))
     assert url and standin.call("c")["post_count"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, Permanent), (401, Permanent), (403, Permanent), (404, Permanent),
+     (409, Permanent), (413, Permanent), (422, Permanent), (418, Permanent),
+     (408, RetryableAnswer), (429, RetryableAnswer), (503, RetryableAnswer),
+     (500, ServerError), (501, ServerError), (502, ServerError), (504, ServerError),
+     (520, ServerError), (599, ServerError)],
+)
+async def test_each_error_status_has_its_class(
+    standin: StandIn, client: MiitelClient, status: int, kind: type
+) -> None:
+    """README "What each answer from MiiTel does": not processed (retry), may
+    have been processed (outcome unknown), or refused (rejected)."""
+    standin.add_fault(method="POST", status=status, retry_after="4")
+    with pytest.raises(MiitelError) as caught:
+        await client.create_call_history(call_data("c"))
+    assert type(caught.value) is kind and caught.value.status == status
+    if kind is not Permanent:
+        assert caught.value.retry_after == 4.0  # type: ignore[attr-defined]
+    # A 5xx other than 503 is an unknown outcome: the outbox never repeats it blindly.
+    assert isinstance(caught.value, OutcomeUnknown) == (kind is ServerError)
 
 
 async def test_429_retry_after_seconds(standin: StandIn, client: MiitelClient) -> None:
@@ -448,7 +473,7 @@ async def test_client_logs_no_secret(
     url = await client.create_call_history(call_data("c"))
     await client.upload_recording(url, wav, "wav")
     standin.add_fault(status=500)
-    with pytest.raises(RetryableAnswer):
+    with pytest.raises(ServerError):
         await client.upload_recording(url, wav, "wav")
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "PUT http://127.0.0.1" in text

@@ -62,7 +62,7 @@ async def test_call_reaches_miitel_with_the_user_on_the_right_channel(
 async def test_miitel_errors_then_recovery_nothing_lost_nothing_twice(
     tmp_path: Path, standin: StandIn, recording: Path
 ) -> None:
-    standin.add_fault(method="POST", status=500, times=2)
+    standin.add_fault(method="POST", status=503, times=2)
     standin.add_fault(method="POST", status=429, retry_after="1", times=1)
     standin.add_fault(method="PUT", status=503, times=2)
     standin.add_fault(method="PUT", drop="after_body", times=1)
@@ -71,7 +71,7 @@ async def test_miitel_errors_then_recovery_nothing_lost_nothing_twice(
             await wait_for(done(service), 20)
     [call] = standin.calls()
     assert call["status"] == "uploaded"
-    assert call["post_count"] == 1  # 500 and 429 created nothing; never POSTed twice
+    assert call["post_count"] == 1  # 503 and 429 created nothing; never POSTed twice
     assert service.sender is not None and service.sender.stats.retries >= 5
 
 

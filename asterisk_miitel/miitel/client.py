@@ -48,6 +48,7 @@ from .errors import (
     OutcomeUnknown,
     Permanent,
     RetryableAnswer,
+    ServerError,
     UploadExpired,
     UploadForbidden,
 )
@@ -57,8 +58,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
 CONTENT_TYPES: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
-# Answers that mean "not now" rather than "never".
-RETRYABLE_STATUSES = frozenset({408, 429})
+# Answers that mean "not processed, not now": HTTP defines 429 (too many
+# requests), 503 (unavailable) and 408 (gave up waiting for the request) so.
+# Any other 5xx may come after the server acted (see errors.ServerError).
+RETRYABLE_STATUSES = frozenset({408, 429, 503})
 # How storage services word an expired signature (S3, GCS, Azure).
 _EXPIRED_MARKERS = ("request has expired", "expiredtoken", "token has expired",
                     "signature expired", "not valid in the specified time frame")
@@ -297,7 +300,8 @@ class MiitelClient:
         status = answer.status
         if status in RETRYABLE_STATUSES or status >= 500:
             retry_after = parse_retry_after(answer.headers.get("Retry-After"), self._clock())
-            return RetryableAnswer(message, status=status, body=body, retry_after=retry_after)
+            kind = RetryableAnswer if status in RETRYABLE_STATUSES else ServerError
+            return kind(message, status=status, body=body, retry_after=retry_after)
         return Permanent(message, status=status, body=body)
 
     def _upload_error(self, url: str, answer: _Answer, expires_at: float | None) -> MiitelError:

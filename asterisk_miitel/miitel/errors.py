@@ -8,8 +8,12 @@ The outbox decides by class alone, never by parsing a message:
   (timeout, connection lost, or a 2xx whose body holds no upload URL). MiiTel
   may have created the call history: a POST must not be repeated blindly. A
   PUT may be (it replaces the file).
-- `RetryableAnswer`: MiiTel answered 429, 408 or 5xx; try again later, after
-  `retry_after` seconds if it said so.
+  - `ServerError`: MiiTel, or a gateway in front of it, answered 500, 502,
+    504 or another 5xx but 503. Like a timeout, it may come after the call
+    history was created, so a POST is not repeated unless the site opted in
+    (`[miitel] resend_on_server_error`). A PUT may be.
+- `RetryableAnswer`: MiiTel answered 429, 503 or 408: it did not process the
+  request; try again later, after `retry_after` seconds if it said so.
 - `Permanent`: repeating the same request will not help, and MiiTel did not
   act on it (other 4xx, a file that is not what it claims).
   - `UploadExpired`: the signed upload URL is past its life (3 hours).
@@ -67,9 +71,7 @@ class OutcomeUnknown(MiitelError):
     """The request was sent but no usable answer arrived: MiiTel may have acted on it."""
 
 
-class RetryableAnswer(MiitelError):
-    """MiiTel is overloaded or failing (429, 408, 5xx): try again later."""
-
+class _WithRetryAfter(MiitelError):
     def __init__(
         self,
         message: str,
@@ -80,6 +82,14 @@ class RetryableAnswer(MiitelError):
     ) -> None:
         super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
+
+
+class ServerError(OutcomeUnknown, _WithRetryAfter):
+    """A 5xx other than 503: the server failed, possibly after acting on the request."""
+
+
+class RetryableAnswer(_WithRetryAfter):
+    """MiiTel did not process the request (429, 503, 408): try again later."""
 
 
 class Permanent(MiitelError):
