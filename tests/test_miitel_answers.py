@@ -125,3 +125,23 @@ async def test_not_processed_is_retried_after_retry_after(
     assert row is not None and row.state == "uploaded"
     [call] = standin.calls()
     assert call["post_count"] == 1  # the refused POST created nothing
+
+
+# -- answers are read up to 1 MiB -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(200, "outcome_unknown"), (400, "rejected")],
+)
+async def test_a_200mb_answer_costs_no_memory_and_keeps_its_start(
+    tmp_path: Path, standin: StandIn, recording: Path, status: int, code: str
+) -> None:
+    fault = standin.add_fault(method="POST", status=status, process=status == 200,
+                              body='{"detail": "gateway page"} ', body_size=200 * 1024 * 1024)
+    row, _ = await one_call(tmp_path, standin)
+    assert (row.state, row.reason_code) == ("set_aside", code)
+    assert "over 1 MiB" in (row.reason or "")
+    if status == 400:  # the start of MiiTel's answer is the reason a person reads
+        assert 'answered 400: {"detail": "gateway page"}' in (row.reason or "")
+    assert len(row.reason or "") < 2000
+    assert fault.body_sent < 24 * 1024 * 1024  # the service hung up after 1 MiB

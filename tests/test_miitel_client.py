@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from asterisk_miitel.miitel.client import (
+    ANSWER_LIMIT,
     MiitelClient,
     Timeouts,
     expiry_from_url,
@@ -479,6 +480,48 @@ async def test_client_logs_no_secret(
     assert "PUT http://127.0.0.1" in text
     assert_no_secret(text, standin.webhook_url, url)
     assert secret_of(url) not in repr(client) and secret_of(standin.webhook_url) not in repr(client)
+
+
+# -- answers are read up to a cap ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "says"),
+    [(200, OutcomeUnknown, "answered 200 but its answer is over 1 MiB"),
+     (400, Permanent, 'answered 400: {"detail": "proxy error"}'),
+     (502, ServerError, 'answered 502: {"detail": "proxy error"}')],
+)
+async def test_a_200mb_answer_is_read_only_up_to_the_cap(
+    standin: StandIn, client: MiitelClient, status: int, kind: type, says: str
+) -> None:
+    size = 200 * 1024 * 1024
+    fault = standin.add_fault(method="POST", status=status, body='{"detail": "proxy error"} ',
+                              body_size=size)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MiitelError) as caught:
+            await client.create_call_history(call_data("c"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    await asyncio.sleep(0.3)  # let the stand-in notice that the client hung up
+    assert type(caught.value) is kind and says in str(caught.value)
+    assert "only its start was read" in str(caught.value) or status == 200
+    # The client read about ANSWER_LIMIT and closed the connection: the stand-in
+    # got no further than that plus what the sockets buffer (a few MB on loopback).
+    assert fault.body_sent < 24 * 1024 * 1024, fault.body_sent
+    assert peak < ANSWER_LIMIT * 8, peak  # the answer, its text, its scrubbed copy
+
+
+async def test_a_big_answer_to_a_put_still_means_uploaded(
+    standin: StandIn, client: MiitelClient, tmp_path: Path
+) -> None:
+    wav = write_wav(tmp_path / "c.wav")
+    url = await client.create_call_history(call_data("c"))
+    standin.add_fault(method="PUT", status=200, body="ok ", body_size=50 * 1024 * 1024,
+                      process=True)
+    assert await client.upload_recording(url, wav, "wav") == wav.stat().st_size
+    assert standin.call("c")["status"] == "uploaded"  # type: ignore[index]
 
 
 # -- 200 MB upload with bounded memory -----------------------------------------------------

@@ -15,6 +15,10 @@ Choices that matter:
 - Redirects are not followed: aiohttp would turn a redirected POST into a GET.
 - `extra_headers` go only to the webhook: an Authorization header on a
   presigned storage URL makes the storage refuse it.
+- Answers are read up to `ANSWER_LIMIT` (1 MiB), never whole: MiiTel's are a
+  few KB, and a broken proxy streaming hundreds of MB must not take the
+  service's memory with it. A 2xx cut there is `OutcomeUnknown` (the upload
+  URL cannot be read, but the history may exist); an error keeps its start.
 - The upload streams the file in 256 KiB chunks with an explicit
   Content-Length (signed storage URLs refuse chunked bodies), and has no total
   timeout, only an idle one: it fails when no chunk moved for `upload_idle`.
@@ -57,6 +61,9 @@ from .redact import redact_url, scrub
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
+ANSWER_LIMIT = 1024 * 1024  # bytes of an answer's body read at most
+_ANSWER_CHUNK = 64 * 1024
+_LIMIT_TEXT = f"{ANSWER_LIMIT / (1024 * 1024):g} MiB"
 CONTENT_TYPES: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
 # Answers that mean "not processed, not now": HTTP defines 429 (too many
 # requests), 503 (unavailable) and 408 (gave up waiting for the request) so.
@@ -90,6 +97,7 @@ class _Answer:
     status: int
     text: str
     headers: CIMultiDictProxy[str]
+    cut: bool = False  # the body was longer than ANSWER_LIMIT: `text` is its start
 
 
 class MiitelClient:
@@ -161,6 +169,11 @@ class MiitelClient:
         )
         if not 200 <= answer.status < 300:
             raise self._answer_error("POST", self._webhook_url, answer)
+        if answer.cut:
+            raise _unknown_answer(
+                answer, self._webhook_url,
+                f"its answer is over {_LIMIT_TEXT} (not read further)",
+            )
         return _parse_upload_urls(answer, ids, self._webhook_url)
 
     async def create_call_history(self, call_data: Mapping[str, Any]) -> str:
@@ -284,8 +297,10 @@ class MiitelClient:
                 ssl=self._verify_tls,  # True: aiohttp's default certificate checks
                 trace_request_ctx=progress,
             ) as resp:
-                raw = await resp.read()
-                return _Answer(resp.status, raw.decode("utf-8", "replace"), resp.headers)
+                raw, cut = await _read_capped(resp, ANSWER_LIMIT)
+                if cut:
+                    resp.close()  # drop the connection: the rest is never read
+                return _Answer(resp.status, raw.decode("utf-8", "replace"), resp.headers, cut)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -297,6 +312,8 @@ class MiitelClient:
         message = f"{method} {redact_url(url)} answered {answer.status}"
         if body:
             message += f": {body[:300]}"
+        if answer.cut:
+            message += f" (an answer over {_LIMIT_TEXT}: only its start was read)"
         status = answer.status
         if status in RETRYABLE_STATUSES or status >= 500:
             retry_after = parse_retry_after(answer.headers.get("Retry-After"), self._clock())
@@ -393,19 +410,37 @@ def _never_sent(exc: BaseException, progress: _Progress) -> bool:
     return progress.traced and not progress.sent
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the body, and whether there was more."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await resp.content.read(min(_ANSWER_CHUNK, limit + 1 - size))
+        if not chunk:
+            return b"".join(parts), False
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)[:limit], True
+
+
+def _unknown_answer(answer: _Answer, webhook_url: str, what: str) -> OutcomeUnknown:
+    """A 2xx we cannot use. Never `Permanent`: MiiTel said yes, so the call
+    history may exist, and a plain retry would create a second one."""
+    return OutcomeUnknown(
+        f"POST {redact_url(webhook_url)} answered {answer.status} but {what}, so the "
+        "call history may exist without its upload URL",
+        status=answer.status, body=scrub(answer.text, webhook_url),
+    )
+
+
 def _parse_upload_urls(answer: _Answer, ids: list[str], webhook_url: str) -> dict[str, str]:
     """Map each id to its URL from `{"audio_upload_urls": [{"<id>": {"url": ...}}, ...]}`.
 
     Also accepted: one mapping instead of the list, and a bare URL string per id.
-    Anything else is `OutcomeUnknown`, never `Permanent`: MiiTel answered 2xx, so
-    the call history may exist, and a plain retry would create a second one.
+    Anything else is `OutcomeUnknown` (see `_unknown_answer`).
     """
     def unknown(what: str) -> OutcomeUnknown:
-        return OutcomeUnknown(
-            f"POST {redact_url(webhook_url)} answered {answer.status} but {what}, so the "
-            "call history may exist without its upload URL",
-            status=answer.status, body=scrub(answer.text, webhook_url),
-        )
+        return _unknown_answer(answer, webhook_url, what)
 
     try:
         doc = json.loads(answer.text)

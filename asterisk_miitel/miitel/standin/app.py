@@ -322,11 +322,11 @@ async def _with_fault(request: web.Request, fault: Fault | None,
         return _drop(request)
     response: web.StreamResponse
     if fault.status is not None and not fault.process:
-        response = _fault_answer(fault)
+        response = await _fault_answer(request, fault)
     else:
         response = await handle(request, fault)
         if fault.status is not None:
-            response = _fault_answer(fault)
+            response = await _fault_answer(request, fault)
     if fault.delay and fault.delay_phase == "after_body":
         await asyncio.sleep(fault.delay)
     if fault.drop == "after_body":
@@ -334,12 +334,36 @@ async def _with_fault(request: web.Request, fault: Fault | None,
     return response
 
 
-def _fault_answer(fault: Fault) -> web.Response:
+async def _fault_answer(request: web.Request, fault: Fault) -> web.StreamResponse:
     assert fault.status is not None
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
     body = fault.body if fault.body is not None else json.dumps({"detail": "injected fault"})
-    return web.Response(status=fault.status, text=body, headers=headers,
-                        content_type="application/json")
+    if fault.body_size is None:
+        return web.Response(status=fault.status, text=body, headers=headers,
+                            content_type="application/json")
+    return await _stream_answer(request, fault, body.encode(), headers)
+
+
+async def _stream_answer(request: web.Request, fault: Fault, unit: bytes,
+                         headers: dict[str, str] | None) -> web.StreamResponse:
+    """`body_size` bytes of `unit` repeated, written chunk by chunk, never whole."""
+    assert fault.status is not None and fault.body_size is not None
+    response = web.StreamResponse(status=fault.status, headers=headers)
+    response.content_type = "application/json"
+    response.content_length = fault.body_size
+    await response.prepare(request)
+    chunk = unit * max(1, CHUNK_SIZE // len(unit))
+    remaining = fault.body_size
+    try:
+        while remaining > 0:
+            piece = chunk[:remaining]
+            await response.write(piece)
+            fault.body_sent += len(piece)
+            remaining -= len(piece)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client hung up; RuntimeError: transport closed
+        return _drop(request)
+    return response
 
 
 def _drop(request: web.Request) -> web.Response:

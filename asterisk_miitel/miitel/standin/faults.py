@@ -11,7 +11,9 @@ What one fault can do, in the order it happens:
 3. read the body at `slow_body_bps` bytes per second,
 4. answer `status` (with `retry_after`, `body`) instead of handling the request;
    with `process=True` the request is handled first (e.g. a 502 from a gateway
-   after MiiTel did create the call history),
+   after MiiTel did create the call history). `body_size` streams a body of
+   that many bytes (`body` repeated), counting in `body_sent` what the client
+   let through before it hung up: a proxy's endless error page.
 5. `delay` seconds after handling, before answering (`delay_phase="after_body"`):
    a client that times out now has sent everything,
 6. `drop="after_body"`: close the connection without answering, after handling.
@@ -19,7 +21,7 @@ What one fault can do, in the order it happens:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Method = Literal["POST", "PUT"]
@@ -38,6 +40,8 @@ class Fault:
     delay_phase: Phase = "after_body"
     drop: Phase | None = None
     slow_body_bps: int | None = None
+    body_size: int | None = None
+    body_sent: int = field(default=0, init=False)  # bytes of the body written so far
 
     def __post_init__(self) -> None:
         if self.method not in (None, "POST", "PUT"):
@@ -51,10 +55,12 @@ class Fault:
             raise ValueError(f"status {self.status} is not an HTTP status")
         if self.retry_after is not None:
             self.retry_after = str(self.retry_after)
+        if self.body_size is not None and (self.status is None or self.body_size < 1):
+            raise ValueError("body_size needs a status and at least 1 byte")
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Fault:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
