@@ -95,7 +95,7 @@ class Outcome:
     audio: AudioPlan
     skip: str | None = None  # not sent, by design (e.g. unanswered, no audio)
     set_aside: str | None = None  # cannot be sent as it is: a person must act
-    set_aside_code: str | None = None  # users | number | schema | incomplete
+    set_aside_code: str | None = None  # users | number | schema | incomplete | untracked
     explain: tuple[str, ...] = ()
     end_reason: str | None = None
     notes: tuple[str, ...] = field(default=())
@@ -130,13 +130,28 @@ def call_data_id(pbx_id: str, recording_file: str) -> str:
 
 def recording_key(rec: Recording) -> str:
     """What identifies a recording for good. Voicemail names (msg0000) are
-    reused once a message is deleted, so the caller's channel is added."""
+    reused once a message is deleted, so the caller's channel is added. A
+    MixMonitor that named no file is known by its channel and start."""
+    if rec.untracked is not None and not rec.file:
+        return f"untracked-mixmonitor#{rec.channel.uniqueid}@{rec.started:.6f}"
     return f"{rec.file}#{rec.channel.uniqueid}" if rec.voicemail_only else rec.file
 
 
 def classify(rec: Recording, ctx: Context) -> Outcome:
-    outcome = _classify(rec, ctx)
+    outcome = _untracked(rec) if rec.untracked is not None else _classify(rec, ctx)
     return replace(outcome, key=recording_key(rec))
+
+
+def _untracked(rec: Recording) -> Outcome:
+    """A MixMonitor the tracker could not follow: set aside with its reason."""
+    assert rec.untracked is not None
+    audio = AudioPlan(rec.file, "unknown", None, None, "wav", "MONAURAL", None,
+                      expect_audio=False)
+    return Outcome(rec.file, None, audio, set_aside=rec.untracked, set_aside_code="untracked",
+                   explain=(f"MixMonitor on {rec.channel.name} (Uniqueid "
+                            f"{rec.channel.uniqueid}, Linkedid {rec.channel.linkedid}) not "
+                            "followed",),
+                   end_reason=rec.end_reason, ended_at=rec.ended)
 
 
 def _classify(rec: Recording, ctx: Context) -> Outcome:

@@ -63,10 +63,12 @@ class Channel:
     vm_recorded: bool = False  # a MixMonitor was running when the message was left
     transfer: Transfer | None = None  # a transfer that moved this channel
     made_transfer: Transfer | None = None  # a transfer this channel (a user) made
-    # MixMonitor bookkeeping: the file announced by VarSet MIXMONITOR_FILENAME
-    # and the options from Newexten, both just before MixMonitorStart.
-    pending_file: str | None = None
-    pending_args: str | None = None
+    # The latest MixMonitor started on this channel, as its evidence arrives
+    # (Newexten, VarSet MIXMONITOR_FILENAME, MixMonitorStart), and the dialplan
+    # step of the latest StopMixMonitor seen as Newexten (its MixMonitorStop,
+    # where Asterisk sends one, is the same stop).
+    mixmon: MixMonitorRun | None = None
+    stop_step: tuple[str, str, str] | None = None
     recordings: list[Recording] | None = None  # open recordings on this channel
 
     @property
@@ -99,6 +101,23 @@ class Channel:
 
 
 @dataclass(slots=True, eq=False)
+class MixMonitorRun:
+    """One MixMonitor start on a channel, put together from whichever of its
+    events arrive, in any order: Newexten (Application: MixMonitor; its
+    AppData), VarSet MIXMONITOR_FILENAME (the full path) and MixMonitorStart
+    (16.17+, 18.3+, 19+). They share the channel's dialplan step."""
+
+    step: tuple[str, str, str]  # (Context, Exten, Priority) of its events
+    at: float
+    kinds: str = ""  # which events arrived: n(ewexten) v(arset) s(tart)
+    appdata: str | None = None
+    file: str | None = None  # the full path, once known
+    nameless: bool = False  # MIXMONITOR_FILENAME was set empty: no file name
+    rec: Recording | None = None  # the recording it opened or joined
+    done: bool = False  # followed, or already reported
+
+
+@dataclass(slots=True, eq=False)
 class Segment:
     """One party's time on one side of a recording."""
 
@@ -122,6 +141,9 @@ class Recording:
     voicemail_only: bool = False  # the voicemail message file, no MixMonitor
     incomplete: bool = False  # finished from the journal: audio, but who answered is unknown
     resumed: bool = False  # adopted from the journal or found running: its past may be partial
+    # A MixMonitor that cannot be followed to a call_data: why, and what to do.
+    # Such a Recording is closed at once and only carries the reason.
+    untracked: str | None = None
     ended: float | None = None
     end_reason: EndReason | None = None
     # LEFT carries the audio coming from the recorded channel: normally that

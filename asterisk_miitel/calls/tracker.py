@@ -1,10 +1,15 @@
 """Folds AMI events, in arrival order, into channel and recording state.
 
-The unit is the recording: one MixMonitor file, opened at MixMonitorStart
-(its path from the VarSet MIXMONITOR_FILENAME just before, or from our
-dialplan's MiiTelRecording UserEvent), closed when its channel hangs up or
-StopMixMonitor ends it. While it records, the tracker keeps who was audible
-on each side, following bridges and Local channel pairs. A closed recording
+The unit is the recording: one MixMonitor file, opened by whichever of its
+events first names the file: Newexten (Application: MixMonitor, an absolute
+path in AppData), VarSet MIXMONITOR_FILENAME, or our dialplan's
+MiiTelRecording UserEvent; MixMonitorStart (only from 16.17, 18.3, 19) joins
+them. It closes when its channel hangs up or StopMixMonitor ends it
+(MixMonitorStop, or the StopMixMonitor step's Newexten where there is none). A
+MixMonitor that cannot be followed (no file name, its channel gone) is
+closed at once as an `untracked` Recording that carries the reason. While
+it records, the tracker keeps who was audible on each side, following
+bridges and Local channel pairs. A closed recording
 goes to `on_closed`; nothing waits for "every channel of the call is gone"
 (agents, conferences and parked calls can live for hours).
 
@@ -19,7 +24,15 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .state import Channel, EndReason, Recording, Segment, Transfer
+from .mixmonitor import (
+    execif_branch,
+    full_path,
+    monitor_dir_of,
+    option_letters,
+    parse_mixmonitor,
+    split_args,
+)
+from .state import Channel, EndReason, MixMonitorRun, Recording, Segment, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,7 @@ class TrackerStats:
     bad_events: int = 0
     recordings_opened: int = 0
     recordings_closed: int = 0
+    untracked: int = 0  # MixMonitors that could not be followed (closed with a reason)
     problems: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -70,6 +84,9 @@ class CallTracker:
         # one whose Hangup came first (it hung up while a channel list was on
         # its way, or the stream was reordered). Uniqueid -> when it hung up.
         self._dead: dict[str, float] = {}
+        # Recordings closed lately (file -> its channel's Uniqueid): a late or
+        # repeated event about one must not open it a second time.
+        self._closed_files: dict[str, str] = {}
         # Asterisk's clock (event Timestamps) and ours may differ: remember the
         # latest event's time and when it arrived, to say "now" in Asterisk time.
         self._last_ts: float | None = None
@@ -226,7 +243,9 @@ class CallTracker:
         ch = self.channels.get(uniqueid)
         if ch is None or file in self.recordings:
             return None
-        rec = self._open(ch, file, at, "")
+        rec = self._open(ch, file, at)
+        if ch.mixmon is not None and ch.mixmon.rec is None:
+            ch.mixmon.rec = rec  # the MixMonitorStart that named no file
         rec.resumed = True
         rec.notes.append(
             "the service was not connected when this recording started: its start time "
@@ -359,6 +378,7 @@ class CallTracker:
             self._leave_bridge(ch, ts)
         for rec in list(ch.recordings or ()):
             self._close(rec, ts, "hangup")
+        self._finish_run(ch)
         if ch.vm_file and not ch.vm_recorded:
             self._voicemail_recording(ch, ts)
         if ch.is_local:
@@ -520,32 +540,144 @@ class CallTracker:
                     self.on_changed(rec)
 
     # -- recordings -----------------------------------------------------------------------
+    #
+    # A MixMonitor start shows as up to three events on its channel, in one
+    # dialplan step: Newexten (Application: MixMonitor), VarSet
+    # MIXMONITOR_FILENAME and, from 16.17/18.3/19 on, MixMonitorStart. They are
+    # gathered into the channel's MixMonitorRun, in whatever order and subset
+    # they arrive; the first that names the file opens the recording, the
+    # others join it. Our MiiTelRecording UserEvent names the file as well.
 
     def _mixmonitor_start(self, event: Event, ts: float) -> None:
+        self._mixmon_evidence(event, ts, "s")
+
+    def _mixmon_evidence(
+        self, event: Event, ts: float, kind: str, *, appdata: str | None = None,
+        file: str | None = None,
+    ) -> None:
         ch = self._channel(event, ts)
         if ch is None:
+            if kind == "n" and appdata is not None:
+                file = full_path(parse_mixmonitor(appdata).file)
+            self._mixmon_on_gone_channel(event, ts, file)
             return
-        file = ch.pending_file
-        if not file:
-            if ch.partial:
-                return  # seen mid-call: the resync asks the channel for its file
-            text = (
-                f"MixMonitorStart on {ch.name} without its MIXMONITOR_FILENAME: the recording "
-                "cannot be found (is VarSet filtered out in manager.conf?)"
-            )
-            self.stats.note(text)
-            log.warning(text)
-            return
-        ch.pending_file = None
-        self._open(ch, file, ts, ch.pending_args or "")
-        ch.pending_args = None
+        step = _step(event)
+        run = ch.mixmon
+        if run is None or kind in run.kinds or run.step != step:
+            self._finish_run(ch)  # the previous MixMonitor: followed, or said why not
+            run = ch.mixmon = MixMonitorRun(step=step, at=ts)
+        run.kinds += kind
+        if appdata is not None:
+            run.appdata = appdata
+        if kind == "v":
+            if file:
+                if run.file is not None and run.file != file:
+                    self._problem(f"MixMonitor on {ch.name}: AppData named {run.file} but "
+                                  f"Asterisk writes {file}; following the first")
+                run.file = run.file or file
+            else:
+                run.nameless = True
+        elif kind == "n" and run.file is None and appdata is not None:
+            run.file = full_path(parse_mixmonitor(appdata).file)  # absolute paths only
+        if run.rec is not None:
+            self._complete(run.rec, run)
+        elif run.file is not None and not run.done:
+            run.done = True
+            run.rec = self._open_file(ch, run.file, ts, run)
 
-    def _open(self, ch: Channel, file: str, ts: float, args: str) -> Recording:
+    def _open_file(
+        self, ch: Channel, file: str, ts: float, run: MixMonitorRun | None
+    ) -> Recording | None:
+        """The recording of `file`: the open one (announced twice, or a second
+        MixMonitor appending to it), else a new one. None: it was closed already."""
+        rec = self.recordings.get(file)
+        if rec is not None:
+            self._complete(rec, run)
+            return rec
+        before = self._closed_files.get(file)
+        if before is not None:
+            if before != ch.uniqueid:
+                appends = run is not None and run.appdata is not None and parse_mixmonitor(
+                    run.appdata).appends
+                how = "option a appends to it" if appends else "it is overwritten"
+                self._problem(
+                    f"recording {file} is written again by a MixMonitor on {ch.name} after its "
+                    f"call was assembled ({how}): MiiTel gets the file as it was when that "
+                    "call ended; give each MixMonitor its own file name")
+            return None  # a late or repeated event about a closed recording
+        options, receive, transmit = _legs(run, file)
+        rec = self._open(ch, file, ts, options, receive=receive, transmit=transmit)
+        if ch.partial:
+            rec.notes.append(
+                f"the service did not see {ch.name} start (its Newchannel never arrived): "
+                "who dialled whom before the recording may be missing")
+        return rec
+
+    def _complete(self, rec: Recording, run: MixMonitorRun | None) -> None:
+        """Later evidence of the same MixMonitor says what the first did not."""
+        if run is None or run.appdata is None or rec.options:
+            return
+        options, receive, transmit = _legs(run, rec.file)
+        if not options and not receive and not transmit:
+            return
+        rec.options = options
+        rec.receive = rec.receive or receive
+        rec.transmit = rec.transmit or transmit
+        if rec.mode == "unknown":
+            rec.mode = _guess_mode(rec.file, options)  # type: ignore[assignment]
+        if self.on_changed is not None:
+            self.on_changed(rec)
+
+    def _finish_run(self, ch: Channel) -> None:
+        """The channel's latest MixMonitor is over (a new one, or a hangup): one
+        that never got to a recording is closed as untracked, with the reason."""
+        run = ch.mixmon
+        if run is None:
+            return
+        ch.mixmon = None
+        if run.done or run.rec is not None:
+            return
+        run.done = True
+        self._untracked(ch, None, _why_not_followed(ch, run), run.at)
+
+    def _mixmon_on_gone_channel(self, event: Event, ts: float, file: str | None) -> None:
+        """MixMonitor evidence about a channel that already hung up."""
+        uid, name = event.get("Uniqueid", ""), event.get("Channel", "")
+        if not uid or not name or not file or uid not in self._dead:
+            return  # nothing to act on (a malformed event, or no file named)
+        if self._closed_files.get(file) == uid or file in self.recordings:
+            return  # a late or repeated event about a recording that was followed
+        ch = Channel(uniqueid=uid, name=name, linkedid=event.get("Linkedid", uid), created=ts,
+                     partial=True)
+        self._untracked(ch, file, (
+            f"MixMonitor {file} on {name} was announced after that channel hung up (its "
+            "events came out of order): who talked is not known. The file is at that path; "
+            "check the call in the CDR"), ts)
+
+    def _untracked(self, ch: Channel, file: str | None, reason: str, at: float) -> None:
+        """A MixMonitor that cannot be followed to a call_data: closed at once
+        with the reason, so that it is set aside (or, in replay, reported)."""
+        rec = Recording(file=file or "", channel=ch, started=at, untracked=reason)
+        rec.ended = at
+        rec.end_reason = "hangup"
+        self.stats.untracked += 1
+        self.stats.note(reason)
+        self.on_closed(rec)
+
+    def _problem(self, text: str) -> None:
+        self.stats.note(text)
+        log.warning("%s", text)
+
+    def _open(
+        self, ch: Channel, file: str, ts: float, options: str = "", *,
+        receive: str | None = None, transmit: str | None = None,
+    ) -> Recording:
         rec = self.recordings.get(file)
         if rec is not None:
             return rec  # announced twice (MixMonitorStart and our UserEvent)
-        rec = Recording(file=file, channel=ch, started=ts, options=_options(args))
-        rec.mode = _guess_mode(file, rec.options)
+        rec = Recording(file=file, channel=ch, started=ts, options=options,
+                        receive=receive, transmit=transmit)
+        rec.mode = _guess_mode(file, rec.options)  # type: ignore[assignment]
         self.recordings[file] = rec
         if ch.recordings is None:
             ch.recordings = []
@@ -565,10 +697,34 @@ class CallTracker:
 
     def _mixmonitor_stop(self, event: Event, ts: float) -> None:
         ch = self.channels.get(event.get("Uniqueid", ""))
-        if ch is None or not ch.recordings:
+        if ch is None:
             return
-        # StopMixMonitor without an ID stops the first MixMonitor on the channel.
-        self._close(ch.recordings[0], ts, "stopped")
+        if ch.stop_step is not None and ch.stop_step == _step(event):
+            ch.stop_step = None
+            return  # the StopMixMonitor its Newexten already stopped
+        if ch.recordings:
+            # StopMixMonitor without an ID stops the channel's most recent MixMonitor.
+            self._close(ch.recordings[-1], ts, "stopped")
+
+    def _stop_mixmonitor(self, event: Event, ts: float, appdata: str) -> None:
+        """StopMixMonitor([ID]) as a dialplan step (its Newexten): before 16.17,
+        18.3 and 19 the only sign of it on AMI."""
+        ch = self.channels.get(event.get("Uniqueid", ""))
+        if ch is None:
+            return
+        ch.stop_step = _step(event)
+        recs = ch.recordings
+        if not recs:
+            return
+        mixmon_id = split_args(appdata)[0].strip()
+        if mixmon_id:
+            chosen = ([r for r in recs if r.mixmonitor_id == mixmon_id]
+                      or [r for r in recs if r.mixmonitor_id is None])
+            if not chosen:
+                return  # a MixMonitor this service does not follow
+            self._close(chosen[-1], ts, "stopped")
+        else:
+            self._close(recs[-1], ts, "stopped")
 
     def _close(self, rec: Recording, ts: float, reason: EndReason) -> None:
         if rec.ended is not None:
@@ -578,6 +734,9 @@ class CallTracker:
         for seg in (*rec.left, *rec.right):
             _end_segment(seg, ts)
         self.recordings.pop(rec.file, None)
+        self._closed_files[rec.file] = rec.channel.uniqueid
+        if len(self._closed_files) > DEAD_MEMORY:
+            del self._closed_files[next(iter(self._closed_files))]
         owner = rec.channel.recordings
         if owner is not None:
             owner[:] = [r for r in owner if r is not rec]
@@ -604,16 +763,18 @@ class CallTracker:
     # -- variables, dialplan, user events -----------------------------------------------
 
     def _varset(self, event: Event, ts: float) -> None:
-        var = event.get("Variable", "").lstrip("_")  # __FROM_DID: an inherited variable
+        raw = event.get("Variable", "")
+        var = raw.lstrip("_")  # __FROM_DID: an inherited variable
         if var not in _VARS and not var.startswith("MIITEL_"):
+            return
+        value = event.get("Value", "")
+        if var == "MIXMONITOR_FILENAME":
+            self._mixmon_evidence(event, ts, "v", file=value)
             return
         ch = self._channel(event, ts)
         if ch is None:
             return
-        value = event.get("Value", "")
-        if var == "MIXMONITOR_FILENAME":
-            ch.pending_file = value or None
-        elif var == "VM_MESSAGEFILE":
+        if var == "VM_MESSAGEFILE":
             if value:
                 ch.vm_file = value
                 self._touch(ch)
@@ -628,22 +789,35 @@ class CallTracker:
         elif var == "AMPUSER":
             ch.ampuser = value or ch.ampuser
             self._touch(ch)
+        elif value and (run := ch.mixmon) is not None and run.rec is not None \
+                and run.appdata is not None and parse_mixmonitor(run.appdata).id_var == raw:
+            run.rec.mixmonitor_id = value  # MixMonitor's i(VAR): its ID, for StopMixMonitor
 
     def _newexten(self, event: Event, ts: float) -> None:
-        app = _APPS.get(event.get("Application", "").lower())
-        if app is None:
+        app = event.get("Application", "").lower()
+        data = event.get("AppData", "")
+        if app == "execif":  # ExecIf(cond?MixMonitor(...)): the branch it runs
+            branch = execif_branch(data)
+            if branch is None or branch[0].lower() not in ("mixmonitor", "stopmixmonitor"):
+                return
+            app, data = branch[0].lower(), branch[1]
+        name = _APPS.get(app)
+        if name is None:
+            return
+        if name == "MixMonitor":
+            self._mixmon_evidence(event, ts, "n", appdata=data)
+            return
+        if name == "StopMixMonitor":
+            self._stop_mixmonitor(event, ts, data)
             return
         ch = self._channel(event, ts)
         if ch is None:
             return
-        data = event.get("AppData", "")
-        if app == "MixMonitor":
-            ch.pending_args = data
-        elif app == "VoiceMail":
+        if name == "VoiceMail":
             box = data.split(",", 1)[0].split("&", 1)[0]
             ch.voicemail_box = box or ch.voicemail_box
             self._touch(ch)
-        elif app == "Queue":
+        elif name == "Queue":
             ch.queue = ch.queue or data.split(",", 1)[0] or None
 
     def _userevent(self, event: Event, ts: float) -> None:
@@ -657,15 +831,20 @@ class CallTracker:
             file = event.get("File", "")
             if not file:
                 return
-            rec = self.recordings.get(file) or self._open(ch, file, ts, "")
+            run = ch.mixmon
+            if run is not None and (run.rec is not None or not _names(run, file)):
+                run = None  # not the MixMonitor this event is about
+            rec = self._open_file(ch, file, ts, run)
+            if rec is None:
+                return
+            if run is not None:
+                run.rec, run.file, run.done = rec, file, True
             mode = event.get("Mode", "")
             if mode in ("interleaved", "legs", "mono"):
                 rec.mode = mode  # type: ignore[assignment]
             rec.receive = event.get("Receive") or rec.receive
             rec.transmit = event.get("Transmit") or rec.transmit
             rec.mixmonitor_id = event.get("MixMonitorID") or rec.mixmonitor_id
-            if ch.pending_file == file:
-                ch.pending_file = None
             if self.on_changed is not None:
                 self.on_changed(rec)
         elif kind == "MiiTelTag":
@@ -779,13 +958,51 @@ def _remap(ch: Channel, mapping: dict[str, Channel]) -> None:
 _VARS = frozenset(
     {"MIXMONITOR_FILENAME", "VM_MESSAGEFILE", "FROM_DID", "AMPUSER"}
 )
-_APPS = {"mixmonitor": "MixMonitor", "voicemail": "VoiceMail", "queue": "Queue"}
+_APPS = {"mixmonitor": "MixMonitor", "stopmixmonitor": "StopMixMonitor",
+         "voicemail": "VoiceMail", "queue": "Queue"}
 
 
-def _options(args: str) -> str:
-    """MixMonitor's option string from its AppData: `file.raw,bD` -> `bD`."""
-    parts = args.split(",")
-    return parts[1] if len(parts) > 1 else ""
+def _step(event: Event) -> tuple[str, str, str]:
+    """The dialplan step a channel's event was sent from: a MixMonitor's events share it."""
+    return (event.get("Context", ""), event.get("Exten", ""), event.get("Priority", ""))
+
+
+def _legs(run: MixMonitorRun | None, file: str) -> tuple[str, str | None, str | None]:
+    """(options, r() path, t() path) of the MixMonitor that writes `file`; a
+    relative r()/t() name lives in the monitor directory, which a relative
+    main name and its full path (MIXMONITOR_FILENAME) reveal."""
+    if run is None or run.appdata is None:
+        return "", None, None
+    args = parse_mixmonitor(run.appdata)
+    directory = monitor_dir_of(args.file, file)
+    return (args.options, full_path(args.receive or "", directory),
+            full_path(args.transmit or "", directory))
+
+
+def _names(run: MixMonitorRun, file: str) -> bool:
+    """Could `run` (no file known yet) be the MixMonitor writing `file`?"""
+    if run.appdata is None:
+        return True  # only its MixMonitorStart was seen
+    given = parse_mixmonitor(run.appdata).file
+    return bool(given) and (file == given or monitor_dir_of(given, file) is not None)
+
+
+def _why_not_followed(ch: Channel, run: MixMonitorRun) -> str:
+    what = f"MixMonitor on {ch.name}"
+    if run.appdata is not None:
+        what = f"MixMonitor({run.appdata[:200]}) on {ch.name}"
+        if not parse_mixmonitor(run.appdata).file:
+            run.nameless = True
+    if run.nameless:
+        return (f"{what} was given no file name (at most r()/t() legs): the service follows a "
+                "recording by its file, so this one is not sent. Give MixMonitor a file name "
+                "(the legs are merged into stereo when r() and t() are given too)")
+    if "v" not in run.kinds:
+        return (f"{what}: Asterisk never said which file it writes (no VarSet "
+                "MIXMONITOR_FILENAME arrived), so this recording is not sent. Let that VarSet "
+                "through the manager user's eventfilter (dialplan/manager_miitel.conf), then "
+                "`asterisk -rx 'manager reload'`; the file is in Asterisk's monitor folder")
+    return f"{what} could not be followed to a call"
 
 
 def _guess_mode(file: str, options: str) -> str:
@@ -799,20 +1016,6 @@ def _guess_mode(file: str, options: str) -> str:
     if file.lower().endswith((".wav", ".wav49", ".gsm", ".mp3", ".sln", ".ulaw", ".alaw")):
         return "mono"
     return "unknown"
-
-
-def option_letters(options: str) -> str:
-    """`bD i(ID) r(/x)` -> `bDir`: option letters without their arguments."""
-    out = []
-    depth = 0
-    for c in options:
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth = max(0, depth - 1)
-        elif depth == 0:
-            out.append(c)
-    return "".join(out)
 
 
 def _update_segments(segments: list[Segment], now_present: list[Channel], ts: float) -> bool:

@@ -47,9 +47,11 @@ MANAGER_FILTERS = (
     r"^Event: (Newchannel|Newstate|NewCallerid|NewConnectedLine|Hangup|DialBegin|DialEnd|BridgeEnter|BridgeLeave|LocalBridge|LocalOptimizationBegin|LocalOptimizationEnd|MixMonitorStart|MixMonitorStop|BlindTransfer|AttendedTransfer|QueueCallerJoin|QueueCallerLeave|QueueCallerAbandon|AgentCalled|AgentConnect|AgentComplete|AgentRingNoAnswer|Rename)[[:cntrl:]]",  # noqa: E501
     r"^Event: UserEvent[[:cntrl:]].*[[:cntrl:]]UserEvent: MiiTel",
     r"^Event: Newexten[[:cntrl:]].*[[:cntrl:]]Application: ([Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr]|[Ss][Tt][Oo][Pp][Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr]|[Vv][Oo][Ii][Cc][Ee][Mm][Aa][Ii][Ll]|[Qq][Uu][Ee][Uu][Ee])[[:cntrl:]]",  # noqa: E501
+    r"^Event: Newexten[[:cntrl:]].*[[:cntrl:]]Application: [Ee][Xx][Ee][Cc][Ii][Ff][[:cntrl:]]+AppData: [^[:cntrl:]]*[Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr][(]",  # noqa: E501
     r"^Event: VarSet[[:cntrl:]].*[[:cntrl:]]Variable: _{0,2}(MIXMONITOR_FILENAME|VM_MESSAGEFILE|FROM_DID|AMPUSER|BLINDTRANSFER|ATTENDEDTRANSFER|MIITEL_[A-Za-z0-9_]*)[[:cntrl:]]",  # noqa: E501
 )
-_FILTERS = [re.compile(f.replace("[[:cntrl:]]", r"[\x00-\x1f\x7f]"), re.DOTALL)
+_FILTERS = [re.compile(f.replace("[^[:cntrl:]]", r"[^\x00-\x1f\x7f]")
+                       .replace("[[:cntrl:]]", r"[\x00-\x1f\x7f]"), re.DOTALL)
             for f in MANAGER_FILTERS]
 
 

@@ -1,0 +1,190 @@
+"""What a MixMonitor / StopMixMonitor dialplan step says, read from its Newexten.
+
+Before Asterisk 16.17, 18.3 and 19.0 there is no MixMonitorStart or
+MixMonitorStop event: a recording shows on AMI only as `Newexten` with
+`Application: MixMonitor` (AppData: the arguments after variable
+substitution) and `VarSet MIXMONITOR_FILENAME` (the full path). These pure
+functions read AppData the way Asterisk does (app.c's argument splitting,
+app_mixmonitor.c's file names, app_exec.c's ExecIf), so the tracker can open
+and stop recordings from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def split_args(data: str, delim: str = ",", *, remove: bool = True, limit: int = 0) -> list[str]:
+    """Asterisk's application argument split: `delim` inside (), [] or ""
+    does not split; with `remove` quotes are dropped and a backslash makes the
+    next character literal. `limit` > 0: the last piece keeps the rest."""
+    out: list[str] = []
+    cur: list[str] = []
+    paren = bracket = 0
+    quote = False
+    i = 0
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c == "(":
+            paren += 1
+        elif c == ")":
+            paren = max(0, paren - 1)
+        elif c == "[":
+            bracket += 1
+        elif c == "]":
+            bracket = max(0, bracket - 1)
+        elif c == '"' and delim != '"':
+            quote = not quote
+            if remove:
+                i += 1
+                continue
+        elif c == "\\":
+            if remove:
+                i += 1
+                if i < n:
+                    cur.append(data[i])
+                i += 1
+                continue
+            cur.append(c)
+            i += 1
+            if i < n:
+                cur.append(data[i])
+            i += 1
+            continue
+        elif c == delim and not paren and not quote and not bracket and (
+            not limit or len(out) < limit - 1
+        ):
+            out.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def option_letters(options: str) -> str:
+    """`bD i(ID) r(/x)` -> `bDir`: option letters without their arguments."""
+    out = []
+    depth = 0
+    for c in options:
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(c)
+    return "".join(out)
+
+
+def option_arg(options: str, letter: str) -> str | None:
+    """The argument of option `letter` in `bDr(/x/in.wav)t(/x/out.wav)`, or None."""
+    depth = 0
+    i = 0
+    while i < len(options):
+        c = options[i]
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        elif depth == 0 and c == letter:
+            if i + 1 < len(options) and options[i + 1] == "(":
+                end = _closing(options, i + 1)
+                return options[i + 2 : end]
+            return ""
+        i += 1
+    return None
+
+
+def _closing(text: str, start: int) -> int:
+    depth = 0
+    for j in range(start, len(text)):
+        if text[j] == "(":
+            depth += 1
+        elif text[j] == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(text)
+
+
+@dataclass(frozen=True, slots=True)
+class MixMonitorArgs:
+    """MixMonitor(file,options,command) as written (after substitution)."""
+
+    file: str  # as given: absolute, relative to Asterisk's monitor dir, or ""
+    options: str
+    receive: str | None  # r(...) as given
+    transmit: str | None  # t(...) as given
+    id_var: str | None  # i(VAR): Asterisk sets VAR to the MixMonitor's ID
+
+    @property
+    def appends(self) -> bool:
+        return "a" in option_letters(self.options)
+
+
+def parse_mixmonitor(appdata: str) -> MixMonitorArgs:
+    parts = split_args(appdata, limit=3)
+    file = parts[0].strip() if parts else ""
+    options = parts[1] if len(parts) > 1 else ""
+    return MixMonitorArgs(
+        file=file,
+        options=options,
+        receive=option_arg(options, "r") or None,
+        transmit=option_arg(options, "t") or None,
+        id_var=option_arg(options, "i") or None,
+    )
+
+
+def full_path(name: str, monitor_dir: str | None = None) -> str | None:
+    """The path MixMonitor writes for `name`, as MIXMONITOR_FILENAME says it:
+    relative names go under the monitor directory (None if unknown), and a
+    `.wav49` extension becomes `.WAV` (app_mixmonitor.c's filename_parse)."""
+    if not name:
+        return None
+    if not name.startswith("/"):
+        if monitor_dir is None:
+            return None
+        name = f"{monitor_dir}/{name}"
+    if name.endswith(".wav49"):
+        name = name[: -len(".wav49")] + ".WAV"
+    return name
+
+
+def monitor_dir_of(given: str, full: str) -> str | None:
+    """Asterisk's monitor directory, from a relative name and the full path it became."""
+    if not given or given.startswith("/"):
+        return None
+    tail = "/" + (given[: -len(".wav49")] + ".WAV" if given.endswith(".wav49") else given)
+    return full[: -len(tail)] if full.endswith(tail) and len(full) > len(tail) else None
+
+
+def check_condition(text: str) -> bool:
+    """pbx_checkcondition: empty is false, a number is its value, other text true."""
+    text = text.strip()
+    if not text:
+        return False
+    sign = text[1:] if text[:1] in "+-" else text
+    digits = len(sign) - len(sign.lstrip("0123456789"))
+    if digits:
+        return int(text[: digits + (len(text) - len(sign))]) != 0
+    return True
+
+
+def execif_branch(appdata: str) -> tuple[str, str] | None:
+    """ExecIf(expr?app(args)[:app(args)]) -> (app, args) of the branch it runs."""
+    comma, question = appdata.find(","), appdata.find("?")
+    if question < 0 or 0 <= comma < question:
+        return None  # the deprecated comma syntax: not followed
+    expr, _, rest = appdata.partition("?")
+    branches = split_args(rest, ":", remove=False, limit=2)
+    branch = branches[0] if check_condition(expr) else (branches[1] if len(branches) > 1 else "")
+    app, paren, args = branch.partition("(")
+    if not app.strip():
+        return None
+    if paren:
+        end = args.rfind(")")
+        args = args[:end] if end >= 0 else args
+    return app.strip(), args
