@@ -508,3 +508,25 @@ async def test_prepare_async_runs_in_a_thread(tmp_path: Path, work: Path) -> Non
     raw.write_bytes(stereo(tone(0.5), silence(0.5)))
     result = await prepare_async(RecordingSpec(str(raw), "interleaved"), work)
     assert result.channel_type == "STEREO"
+
+
+def test_converted_files_are_the_owners_only_whatever_the_umask(
+    tmp_path: Path, work: Path
+) -> None:
+    """Outside systemd (no UMask=0077) a umask of 022 made the call audio
+    world-readable: 0644 files in a 0755 work folder."""
+    raw = tmp_path / "call.raw"
+    raw.write_bytes(stereo(tone(1.0), silence(1.0)))
+    rx = write_wav(tmp_path / "r.wav", tone(1.0).tobytes())
+    tx = write_wav(tmp_path / "t.wav", tone(1.0).tobytes())
+    old = os.umask(0o022)
+    try:
+        one = prepare(RecordingSpec(str(raw), "interleaved"), work / "new")
+        legs = prepare(RecordingSpec(str(tmp_path / "m.wav"), "legs", receive=str(rx),
+                                     transmit=str(tx)), work / "new")
+    finally:
+        os.umask(old)
+    assert one.converted and legs.converted
+    for path in (one.path, legs.path):
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600", path
+    assert oct(os.stat(work / "new").st_mode & 0o777) == "0o700"

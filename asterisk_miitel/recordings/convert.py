@@ -60,7 +60,7 @@ from .probe import (
 )
 from .sources import G711Source, PcmSource, RawPcmSource, SoundFileSource
 from .spec import ChannelType, PreparedAudio, RecordingSpec
-from .wavio import HEADER_BYTES, WavWriter, copy_with_fixed_header
+from .wavio import HEADER_BYTES, WavWriter, copy_with_fixed_header, make_private_dir
 
 CHUNK_FRAMES = 64 * 1024  # 256 KiB of stereo s16 per read
 DURATION_TOLERANCE = 0.5  # seconds of disagreement with the bridged time before we warn
@@ -168,7 +168,7 @@ class _Job:
     def run(self) -> PreparedAudio:
         if self.allowed is not None:
             self.allowed.check_all(self.spec.paths)  # refused before any stat or open
-        os.makedirs(self.work_dir, exist_ok=True)
+        make_private_dir(self.work_dir)
         try:
             if self.spec.mode == "legs":
                 return self._legs()

@@ -5,7 +5,8 @@ so the data can be streamed from any source and the sizes patched at the end
 (`wave` does the same, but insists on frame counts up front when not seekable
 and buffers nothing useful for us). Output goes to ``<name>.part`` and is
 renamed into place when complete, so a crash never leaves a file that looks
-finished.
+finished. Every file and the work folder we create are its owner's only
+(0600, 0700) whatever the umask: they hold the calls' audio.
 """
 
 from __future__ import annotations
@@ -25,6 +26,32 @@ HEADER_BYTES = 44
 # The RIFF size field is 32 bits and counts everything after its own 8 bytes.
 MAX_DATA_BYTES = 0xFFFFFFFF - (HEADER_BYTES - 8)
 COPY_CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small for memory
+
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def create_private(path: str) -> BinaryIO:
+    """A file for writing that only its owner may read, whatever the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) \
+        | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # an existing file keeps its mode through O_CREAT
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_private_dir(path: str) -> None:
+    """The work folder: created owner-only (an existing folder is left as it is:
+    it may be shared, e.g. /tmp; the files in it are private anyway)."""
+    if os.path.isdir(path):
+        return
+    os.makedirs(path, PRIVATE_DIR, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR)  # makedirs' mode goes through the umask
 
 
 def pcm_header(channels: int, rate: int, data_bytes: int, bits: int = 16) -> bytes:
@@ -47,7 +74,7 @@ class WavWriter:
         self.channels = channels
         self.data_bytes = 0
         self._part = path + ".part"
-        self._fh: BinaryIO = open(self._part, "wb")  # closed in finish/abort
+        self._fh: BinaryIO = create_private(self._part)  # closed in finish/abort
         self._fh.write(pcm_header(channels, rate, 0))
 
     @property
@@ -110,7 +137,7 @@ def copy_with_fixed_header(
     align = info.block_align or 1
     data_bytes = min(info.data_bytes, MAX_DATA_BYTES) // align * align
     part = dest + ".part"
-    with opener(src) as fin, open(part, "wb") as fout:
+    with opener(src) as fin, create_private(part) as fout:
         header = bytearray(fin.read(info.header_bytes))
         struct.pack_into("<I", header, 4, info.header_bytes - 8 + data_bytes)
         struct.pack_into("<I", header, info.header_bytes - 4, data_bytes)
