@@ -234,7 +234,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return backfill_main(config, args.since, args.until, args.dry_run)
     if args.command == "status":
-        return asyncio.run(_status(config, as_json=args.json))
+        return asyncio.run(_status(config, as_json=args.json, config_file=args.config))
     if args.command == "calls":
         return asyncio.run(_calls(args, config))
     if args.command == "retry":
@@ -307,13 +307,20 @@ def _open_outbox(config: Config) -> Outbox:
     return Outbox(config.outbox.path)
 
 
-async def _status(config: Config, *, as_json: bool = False) -> int:
+async def _status(config: Config, *, as_json: bool = False,
+                  config_file: str | None = None) -> int:
+    import shlex
+
     from .catchup import status_lines
     from .ops import calls as ops_calls
-    from .outbox.manage import status_report
+    from .outbox.manage import RETRY_FORCE, outcome_unknown_lines, status_report
 
     tz = config.pbx.tz()
+    # The exact command, with the same --config: another config is another outbox.
+    resend = RETRY_FORCE + (f" --config {shlex.quote(str(config_file))}" if config_file else "")
     async with _open_outbox(config) as outbox:
+        # First: calls only a person can settle (MiiTel may have them).
+        unknown = await outcome_unknown_lines(outbox, command=resend, tz=tz)
         service = await ops_calls.service_state(outbox)
         last = await ops_calls.recent(outbox, tz, limit=1)
         if as_json:
@@ -323,9 +330,15 @@ async def _status(config: Config, *, as_json: bool = False) -> int:
                 "counts": await outbox.counts(),
                 "last_uploaded_at": await outbox.last_uploaded_at(),
                 "oldest_waiting_at": await outbox.oldest_waiting(),
+                "outcome_unknown": [
+                    {"id": row.id, "command": f"{resend} {row.id}"}
+                    for row in (await outbox.set_aside_as("outcome_unknown", 1000))[0]
+                ],
             }
             print(json.dumps(doc, ensure_ascii=False))
             return 0
+        for line in unknown:
+            print(line)
         for line in _service_lines(service, config):
             print(line)
         if last:

@@ -4,7 +4,10 @@ the MiiTel stand-in over real HTTP with its fault knobs."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.outbox.manage import retry
 from asterisk_miitel.outbox.store import Row
 
-from .support import DEMO_DIR, done, running, service_config, wait_for
+from .support import DEMO_DIR, TARO, done, running, service_config, wait_for
 from .test_service import RECORDING, demo_events
 
 
@@ -145,3 +148,35 @@ async def test_a_200mb_answer_costs_no_memory_and_keeps_its_start(
         assert 'answered 400: {"detail": "gateway page"}' in (row.reason or "")
     assert len(row.reason or "") < 2000
     assert fault.body_sent < 24 * 1024 * 1024  # the service hung up after 1 MiB
+
+
+# -- status: outcome-unknown calls first, with the command -------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "asterisk_miitel", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_status_lists_outcome_unknown_first_with_the_exact_command(
+    tmp_path: Path, standin: StandIn, recording: Path
+) -> None:
+    standin.add_fault(method="POST", status=502, process=True)
+    row, _ = await one_call(tmp_path, standin)
+    assert row.reason_code == "outcome_unknown"
+    config = tmp_path / "my config.toml"
+    config.write_text(f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n'
+                      '[pbx]\ntimezone = "Asia/Tokyo"\n'
+                      f'[users]\n"1001" = {{ miitel_user_id = "{TARO}" }}\n')
+    status = cli("status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].startswith("OUTCOME UNKNOWN: 1 call(s) MiiTel may or may not have")
+    command = f"asterisk-miitel retry --force --config {shlex.quote(str(config))} {row.id}"
+    assert lines[1].strip() == command
+    assert "INCOMING_CALL 0312349999 -> 1001" in lines[2] and "answered 502" in lines[2]
+    # The command works as printed (same outbox, same config).
+    resent = cli(*shlex.split(command)[1:])
+    assert resent.returncode == 0 and "queued again" in resent.stdout
+    after = cli("status", "--config", str(config))
+    assert "OUTCOME UNKNOWN" not in after.stdout

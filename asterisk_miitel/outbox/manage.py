@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ..config import Config
@@ -104,6 +106,51 @@ def remap_users(row: Row, config: Config) -> tuple[dict[str, Any], list[str]]:
         grouped=bool(data.get("groupname")),
     )
     return data, problems
+
+
+RETRY_FORCE = "asterisk-miitel retry --force"
+
+
+async def outcome_unknown_lines(
+    outbox: Outbox,
+    *,
+    command: str = RETRY_FORCE,
+    clean: Callable[[str], str] = str,
+    tz: tzinfo | None = None,
+    limit: int = 50,
+) -> list[str]:
+    """First in `status`: the calls MiiTel may or may not have, each with the
+    exact command that sends it again once a person found it missing.
+
+    Only a person can tell (MiiTel's call list, by time and number), and
+    nothing else resends them: a plain `retry` refuses them.
+    """
+    rows, total = await outbox.set_aside_as("outcome_unknown", limit)
+    if not total:
+        return []
+    lines = [
+        f"OUTCOME UNKNOWN: {total} call(s) MiiTel may or may not have. Look each up in MiiTel "
+        "(time, numbers); resend only the missing ones:"
+    ]
+    for row in rows:
+        lines.append(f"  {command} {row.id}")
+        lines.append(f"      {_describe_call(row, tz)}: {clean(_short(row.reason or ''))}")
+    if total > len(rows):
+        lines.append(f"  ... and {total - len(rows)} more: `asterisk-miitel calls --state "
+                     "set_aside` lists them")
+    return lines
+
+
+def _describe_call(row: Row, tz: tzinfo | None) -> str:
+    cd = row.call_data or {}
+    when = datetime.fromtimestamp(row.ended_at or row.created_at, tz).strftime("%Y-%m-%d %H:%M")
+    numbers = " -> ".join(str(p.get("number")) for p in cd.get("participants") or []
+                          if isinstance(p, dict))
+    return " ".join(x for x in (when, str(cd.get("event_type") or ""), numbers) if x)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 async def status_report(outbox: Outbox, *, limit: int = 10) -> str:

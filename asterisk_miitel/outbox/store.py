@@ -420,6 +420,18 @@ class Outbox:
             rows = await cur.fetchall()
         return [Row.from_sql(r) for r in rows]
 
+    async def set_aside_as(self, code: str, limit: int = 50) -> tuple[list[Row], int]:
+        """Calls set aside with `reason_code`, oldest call first, and how many there are."""
+        where = "FROM calls WHERE state = 'set_aside' AND reason_code = ?"
+        async with self.db.execute(f"SELECT COUNT(*) AS n {where}", (code,)) as cur:
+            row = await cur.fetchone()
+        async with self.db.execute(
+            f"SELECT * {where} ORDER BY COALESCE(ended_at, created_at), id LIMIT ?",
+            (code, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [Row.from_sql(r) for r in rows], row["n"] if row else 0
+
     async def recent(
         self,
         *,
