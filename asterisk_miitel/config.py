@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -81,6 +82,22 @@ class MiitelConfig(_Section):
     # default the call is set aside as outcome_unknown. True (only once MiiTel
     # is known to ignore a repeated call_data_id): such POSTs are retried.
     resend_on_server_error: bool = False
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> MiitelConfig:
+        # user:password in the URL is sent as an Authorization header of its
+        # own: with another one in `headers`, no POST could ever be made.
+        from urllib.parse import urlsplit
+
+        url = self.webhook_url.get_secret_value() if self.webhook_url else ""
+        if "@" in urlsplit(url).netloc and any(
+            name.strip().lower() == "authorization" for name in self.headers
+        ):
+            raise ValueError(
+                "miitel.webhook_url holds a user:password (sent as an Authorization header) "
+                "and miitel.headers sets Authorization too: keep one of the two (the values "
+                "are not shown: they are secret)")
+        return self
 
     @field_validator("webhook_url")
     @classmethod

@@ -1,6 +1,7 @@
-"""The lab: a real Asterisk 22 in a cached Debian sid chroot, on ports 15038/15060.
+"""The lab: a real Asterisk on ports 15038/15060, 22 (Debian sid) or a built 16/18/20.
 
-    with Lab() as lab:
+    with Lab() as lab:                      # Asterisk 22, Debian sid's package, in a chroot
+    with Lab(asterisk="18") as lab:         # 18.26.4 built from ../shared/asterisk (build.py)
         print(lab.asterisk_version)
         callee = lab.sipp_start("uas_answer", ip=PHONES["1002"].ip)
         lab.sipp("uac_talk", ip=PHONES["1001"].ip, service="1002").check()
@@ -11,7 +12,9 @@ and the run directory are bind-mounted into the chroot there, so every mount
 disappears with the Asterisk process, whatever happens to the Python side.
 The run directory (/tmp/asterisk-miitel-lab-XXXX) is mounted at the same
 absolute path inside the chroot, so the file paths Asterisk reports over AMI
-(MIXMONITOR_FILENAME, VM_MESSAGEFILE) are valid on the host.
+(MIXMONITOR_FILENAME, VM_MESSAGEFILE) are valid on the host. A built version
+runs on the host itself (it was compiled against the host's libraries), in
+the same kind of mount namespace, with chan_sip instead of chan_pjsip.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import rootfs
+from . import build, rootfs
 from .ami import AmiClient, AmiError, AmiMessage
 from .rootfs import LabError, log
 from .sipp import (
@@ -63,6 +66,8 @@ AMI_PORT = 15038
 SIP_HOST = "127.0.0.1"
 SIP_PORT = 15060
 FLAVOURS = ("plain", "freepbx")
+# "22" is Debian sid's package; the others are built from source (build.VERSIONS).
+ASTERISK_VERSIONS = ("22", *build.VERSIONS)
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,19 @@ class Lab:
     admin_username = "admin"
     miitel_username = "miitel"
 
-    def __init__(self, flavour: str = "plain", *, detach: bool = False,
+    def __init__(self, flavour: str = "plain", *, asterisk: str = "22", detach: bool = False,
                  keep_run_dir: bool | None = None, lock_wait: float | None = None) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}")
         self.flavour = flavour
+        # Which Asterisk: "22" (Debian sid), or "16"/"18"/"20" (or their full versions)
+        # built from ../shared/asterisk; those have chan_sip, not chan_pjsip.
+        if asterisk.split(".")[0] == "22":
+            self.asterisk = "22"
+        else:
+            full = build.resolve(asterisk)
+            self.asterisk = full.split(".")[0]
+        self.prefix: Path | None = None  # a built Asterisk's install prefix
         # Seconds to wait for another run's lab (None: as long as it takes).
         self.lock_wait = lock_wait
         self.detach = detach
@@ -144,6 +157,21 @@ class Lab:
         if self.run_dir is None:
             raise LabError("the lab is not started")
         return self.run_dir
+
+    @property
+    def built(self) -> bool:
+        """True for the versions built from source (run on the host, chan_sip)."""
+        return self.asterisk != "22"
+
+    @property
+    def tech(self) -> str:
+        """The SIP channel technology of the phones and the trunk: PJSIP or SIP."""
+        return "SIP" if self.built else "PJSIP"
+
+    def device(self, ext_or_trunk: str) -> str:
+        """The channel prefix Asterisk gives a device: PJSIP/desk-suzuki, SIP/trunk, ..."""
+        dev = TRUNK if ext_or_trunk == "trunk" else PHONES[ext_or_trunk]
+        return f"{self.tech}/{dev.endpoint}"
 
     @property
     def etc_dir(self) -> Path:
@@ -185,8 +213,15 @@ class Lab:
             raise LabError(reason)
         t0 = time.monotonic()
         self._take_machine_lock()
-        rootfs.ensure_host_tools()
-        self.root = rootfs.ensure_root()
+        try:
+            rootfs.ensure_host_tools()
+            if self.built:
+                self.prefix = build.ensure_build(self.asterisk)
+            else:
+                self.root = rootfs.ensure_root()
+        except BaseException:
+            self._release_machine_lock()
+            raise
         self._reap_orphan()
         for port, kind, what in ((AMI_PORT, socket.SOCK_STREAM, "AMI"),
                                  (SIP_PORT, socket.SOCK_DGRAM, "SIP")):
@@ -215,15 +250,32 @@ class Lab:
         return self
 
     def _modules_dir(self) -> str:
+        if self.prefix is not None:
+            return str(self.prefix / "lib/asterisk/modules")
         assert self.root is not None
         found = sorted(self.root.glob("usr/lib/*/asterisk/modules"))
         if not found:
             raise LabError(f"no Asterisk modules directory in {self.root}")
         return "/" + str(found[0].relative_to(self.root))
 
+    def _dirs(self) -> dict[str, str]:
+        """Asterisk's read-only directories: the chroot's, or the built prefix's."""
+        if self.prefix is None:
+            return {"@VARLIBDIR@": "/var/lib/asterisk", "@DATADIR@": "/usr/share/asterisk",
+                    "@AGIDIR@": "/usr/share/asterisk/agi-bin", "@SBINDIR@": "/usr/sbin"}
+        varlib = self.prefix / "var/lib/asterisk"
+        return {"@VARLIBDIR@": str(varlib), "@DATADIR@": str(varlib),
+                "@AGIDIR@": str(varlib / "agi-bin"), "@SBINDIR@": str(self.prefix / "sbin")}
+
     def _tokens(self) -> dict[str, str]:
         run = self._run()
+        pjsip = not self.built
         return {"@RUN@": str(run), "@ETC@": str(run / "etc"), "@MODDIR@": self._modules_dir(),
+                **self._dirs(),
+                # how the dialplan reaches the devices: PJSIP/x or SIP/x, and the trunk
+                # PJSIP/<number>@trunk or SIP/trunk/<number> (before and after the number)
+                "@TECH@": self.tech, "@TRUNK_PRE@": "PJSIP/" if pjsip else "SIP/trunk/",
+                "@TRUNK_POST@": "@trunk" if pjsip else "",
                 "@DIALPLAN@": str(self.dialplan_mount), "@AMI_PORT@": str(AMI_PORT),
                 "@SIP_PORT@": str(SIP_PORT), "@ADMIN_SECRET@": self.admin_secret,
                 "@MIITEL_SECRET@": self.miitel_secret,
@@ -261,6 +313,9 @@ class Lab:
             f'#include "{target}"\n')
 
     def _launch(self) -> None:
+        if self.prefix is not None:
+            self._launch_built(self.prefix)
+            return
         assert self.root is not None
         root, run = self.root, self._run()
         inside = f"{root}{run}"
@@ -277,6 +332,22 @@ class Lab:
             f"exec chroot {shlex.quote(str(root))} /usr/sbin/asterisk -f -C "
             f"{shlex.quote(str(run / 'etc' / 'asterisk.conf'))}",
         ])
+        self._spawn(script)
+
+    def _launch_built(self, prefix: Path) -> None:
+        """A built Asterisk runs on the host: its paths are the host's already; only the
+        read-only dialplan mount needs the private mount namespace."""
+        mount = str(self.dialplan_mount)
+        script = "\n".join([
+            "set -e",
+            f"mount --bind {shlex.quote(str(DIALPLAN_DIR))} {shlex.quote(mount)}",
+            f"mount -o remount,bind,ro {shlex.quote(mount)}",
+            f"exec {shlex.quote(str(prefix / 'sbin/asterisk'))} -f -C "
+            f"{shlex.quote(str(self.etc_dir / 'asterisk.conf'))}",
+        ])
+        self._spawn(script)
+
+    def _spawn(self, script: str) -> None:
         out = open(self.log_dir / "asterisk.stdout", "wb")
         self._proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script],
@@ -285,6 +356,11 @@ class Lab:
             preexec_fn=None if self.detach else _set_pdeathsig)
         out.close()
         self.pid = self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, and its Asterisk process still there."""
+        return not self._stopped and self._alive()
 
     def _alive(self) -> bool:
         if self._proc is not None:
@@ -328,10 +404,10 @@ class Lab:
         settings = admin.action("CoreSettings")
         self.asterisk_version = settings.get("AsteriskVersion")
         if not self.asterisk_version:
-            assert self.root is not None
-            self.asterisk_version = subprocess.run(
-                ["chroot", str(self.root), "asterisk", "-V"], capture_output=True,
-                text=True).stdout.strip()
+            cmd = ([str(self.prefix / "sbin/asterisk"), "-V"] if self.prefix is not None
+                   else ["chroot", str(self.root), "asterisk", "-V"])
+            self.asterisk_version = subprocess.run(cmd, capture_output=True,
+                                                   text=True).stdout.strip()
 
     def admin(self) -> AmiClient:
         """The lab's own AMI connection (user admin, events on, kept for waiting)."""
@@ -441,7 +517,9 @@ class Lab:
         state_file().write_text(json.dumps({
             "pid": self.pid, "run_dir": str(self.run_dir), "root": str(self.root),
             "admin_secret": self.admin_secret, "miitel_secret": self.miitel_secret,
-            "asterisk_version": self.asterisk_version, "flavour": self.flavour}, indent=2))
+            "asterisk_version": self.asterisk_version, "flavour": self.flavour,
+            "asterisk": self.asterisk, "prefix": str(self.prefix) if self.prefix else None},
+            indent=2))
         state_file().chmod(0o600)
 
     @classmethod
@@ -451,10 +529,12 @@ class Lab:
         if not sf.exists():
             raise LabError("no lab is running (no state file)")
         data = json.loads(sf.read_text())
-        lab = cls(flavour=data.get("flavour", "plain"), detach=True)
+        lab = cls(flavour=data.get("flavour", "plain"), asterisk=data.get("asterisk", "22"),
+                  detach=True)
         lab.pid = int(data["pid"])
         lab.run_dir = Path(data["run_dir"])
-        lab.root = Path(data["root"])
+        lab.root = Path(data["root"]) if data.get("root") not in (None, "None") else None
+        lab.prefix = Path(data["prefix"]) if data.get("prefix") else None
         lab.admin_secret = data["admin_secret"]
         lab.miitel_secret = data["miitel_secret"]
         lab.asterisk_version = data.get("asterisk_version", "")
@@ -484,9 +564,10 @@ class Lab:
             return
         previous, self.flavour = self.flavour, flavour
         self._render(CONF_DIR / "pjsip.conf", self.etc_dir / "pjsip.conf")
+        self._render(CONF_DIR / "sip.conf", self.etc_dir / "sip.conf")
         self._write_extensions(flavour)
         if flavour != previous:
-            self.admin().command("module reload res_pjsip.so")
+            self.admin().command("sip reload" if self.built else "module reload res_pjsip.so")
         out = self.admin().command("dialplan reload")
         if "error" in out.lower() and "0 errors" not in out.lower():
             raise LabError(f"dialplan reload failed: {out}")
