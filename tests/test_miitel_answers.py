@@ -180,3 +180,48 @@ async def test_status_lists_outcome_unknown_first_with_the_exact_command(
     assert resent.returncode == 0 and "queued again" in resent.stdout
     after = cli("status", "--config", str(config))
     assert "OUTCOME UNKNOWN" not in after.stdout
+
+
+# -- user:password in the URL and an Authorization header ----------------------------------
+
+
+def test_userinfo_and_authorization_header_is_refused_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[miitel]\nwebhook_url = "https://hookuser:Pa55-w0rd-xyz@acme.miitel.jp/webhook/tok"\n'
+        'headers = { authorization = "Bearer Tok3n-Value-123" }\n'
+        f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n')
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()  # one line, no traceback, before anything starts
+    assert "miitel.webhook_url" in line and "miitel.headers" in line and "Authorization" in line
+    assert "Pa55-w0rd-xyz" not in line and "Tok3n-Value-123" not in line
+    assert not (tmp_path / "outbox.sqlite3").exists()
+
+
+def test_userinfo_from_the_environment_and_a_header_from_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asterisk_miitel.config import ConfigError, load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text('[miitel]\nheaders = { Authorization = "Bearer x" }\n')
+    monkeypatch.setenv("MIITEL_WEBHOOK_URL", "https://u:p@acme.miitel.jp/webhook/tok")
+    with pytest.raises(ConfigError, match=r"miitel\.headers sets Authorization"):
+        load_config(config)
+    # Either one alone is fine.
+    monkeypatch.setenv("MIITEL_WEBHOOK_URL", "https://acme.miitel.jp/webhook/tok")
+    assert load_config(config).miitel.headers["Authorization"].get_secret_value() == "Bearer x"
+
+
+async def test_userinfo_alone_still_reaches_the_standin(standin: StandIn) -> None:
+    from asterisk_miitel.config import Config
+    from asterisk_miitel.miitel.client import MiitelClient
+
+    from .miitel_helpers import call_data
+
+    url = standin.webhook_url.replace("http://", "http://hookuser:secret@")
+    Config(miitel={"webhook_url": url})  # type: ignore[arg-type]
+    async with MiitelClient(url) as client:
+        assert await client.create_call_history(call_data("u"))
+    assert standin.call("u") is not None
