@@ -54,6 +54,14 @@ class ListenerStats:
 
 OnSession = Callable[["AmiSession"], Awaitable[None]]
 OnGap = Callable[[], None]
+# Starts a named task (the service's Supervisor.start: restarted after a bug).
+Spawn = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None]"]
+
+
+def _plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    async def main() -> None:
+        await run()
+    return asyncio.create_task(main(), name=name)
 
 
 class AmiSession:
@@ -89,6 +97,7 @@ class AmiListener:
         on_connected: OnSession | None = None,
         on_disconnected: OnGap | None = None,
         on_problem: OnProblem | None = None,
+        spawn: Spawn = _plain_spawn,
     ) -> None:
         self.config = config
         self.stats = ListenerStats()
@@ -97,6 +106,7 @@ class AmiListener:
         self._on_disconnected = on_disconnected
         self._on_problem = on_problem
         self._problem_log = ProblemLog()
+        self._spawn = spawn
         self._stopping = asyncio.Event()
         self._protocol: MiitelAmiProtocol | None = None
         self._connected_event = asyncio.Event()
@@ -174,10 +184,10 @@ class AmiListener:
         pinger = asyncio.create_task(self._ping_loop(protocol))
         versioner = asyncio.create_task(self._learn_version(protocol))
         hook: asyncio.Task[None] | None = None
-        if self._on_connected is not None:
-            hook = asyncio.create_task(
-                self._on_connected(AmiSession(protocol, cfg.ping_timeout * 4))
-            )
+        on_connected = self._on_connected
+        if on_connected is not None:
+            session = AmiSession(protocol, cfg.ping_timeout * 4)
+            hook = self._spawn("resync", lambda: on_connected(session))
         try:
             exc = await protocol.lost
         finally:
@@ -248,14 +258,19 @@ class AmiListener:
             self._on_problem(kind, text)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.tls:
-            return None
-        ca = self.config.tls_ca_file
-        ctx = ssl.create_default_context(cafile=str(ca.expanduser()) if ca else None)
-        if not self.config.tls_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return ssl_context(self.config)
+
+
+def ssl_context(cfg: AmiConfig) -> ssl.SSLContext | None:
+    """The TLS context for AMI over TLS ([ami] tls), None for plain TCP."""
+    if not cfg.tls:
+        return None
+    ca = cfg.tls_ca_file
+    ctx = ssl.create_default_context(cafile=str(ca.expanduser()) if ca else None)
+    if not cfg.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class ProblemLog:

@@ -391,8 +391,12 @@ class CatchUpTask:
     def __init__(self, config: Config, outbox: Outbox, *,
                  pbx_id: Callable[[], Awaitable[str]],
                  is_live: Callable[[str], bool] | None = None,
-                 cc: CatchupConfig | None = None) -> None:
+                 cc: CatchupConfig | None = None,
+                 spawn: Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task[None]]
+                 | None = None) -> None:
         self.config = config
+        # The service's Supervisor.start: a run that fails on a bug starts again.
+        self._spawn = spawn
         self.cc = cc or catchup_config(config)
         self.outbox = outbox
         self._pbx_id = pbx_id
@@ -434,7 +438,8 @@ class CatchUpTask:
             await self.outbox.set_meta(META_PENDING, json.dumps({"since": since,
                                                                  "until": until}))
             if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._run_pending(), name="catchup")
+                self._task = (self._spawn("catchup", self._run_pending) if self._spawn
+                              else asyncio.create_task(self._run_pending(), name="catchup"))
         await self.outbox.set_meta(META_SEEN, repr(asterisk_now))
         self.ready = True
 

@@ -12,7 +12,10 @@ no path). Unhealthy means a person or a restart should act:
 - a call not final for longer than http.max_wait_seconds (MiiTel unreachable,
   uploads stuck);
 - the outbox cannot be written (disk full, read-only, permissions): new
-  calls are not being taken.
+  calls are not being taken;
+- one of the service's tasks (intake, sender, journal, heartbeat, AMI,
+  resync, catch-up) failed on an unexpected exception in the last five
+  minutes: it was restarted, but a bug is at work (`tasks` says which).
 A PBX with no calls is healthy: "seconds since the last event" is reported,
 never judged.
 """
@@ -29,11 +32,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..config import HttpConfig
+from ..config import Config, HttpConfig
 from .metrics import ServiceMetrics
 from .view import ServiceView, outbox_writable, snapshot_outbox
 
 SAMPLE_INTERVAL = 1.0
+# A supervised task that failed this recently makes the service unhealthy.
+TASK_FAILED_LATELY = 300.0
 
 
 @dataclass
@@ -73,7 +78,9 @@ class Health:
                     round(self.monotonic() - s.last_event_at, 1)
                     if s.last_event_at is not None else None
                 ),
-                "version": s.version,
+                # Asterisk's own version (CoreSettings); the AMI protocol's beside it.
+                "version": s.asterisk_version,
+                "ami_version": s.version,
                 "login_failures": s.login_failures,
             }
             if down is not None and down > self.config.unhealthy_after_seconds:
@@ -99,9 +106,28 @@ class Health:
         if oldest is not None and oldest > self.config.max_wait_seconds:
             problems.append(f"a call has waited {oldest:.0f} s without reaching MiiTel "
                             "(`asterisk-miitel status` says why)")
+        tasks = self._tasks(problems)
         body = {"status": "unhealthy" if problems else "ok", "problems": problems,
-                "ami": ami, "outbox": outbox}
+                "ami": ami, "outbox": outbox, "tasks": tasks}
         return not problems, body
+
+
+    def _tasks(self, problems: list[str]) -> dict[str, Any]:
+        """The service's supervised tasks; one that failed lately is a problem
+        (a bug: the log has its traceback), until it has run clean a while."""
+        supervisor = getattr(self.service, "supervisor", None)
+        if supervisor is None:
+            return {}
+        tasks: dict[str, Any] = supervisor.report()
+        for name, t in tasks.items():
+            ago = t["seconds_since_failure"]
+            if ago is None or ago > TASK_FAILED_LATELY:
+                continue
+            on_call = f" on call {t['last_call']}" if t["last_call"] else ""
+            now = "waiting to restart" if not t["running"] else "restarted"
+            problems.append(f"task {name} failed {ago:.0f} s ago ({t['last_error']}{on_call}; "
+                            f"{t['failures']} failure(s) in all), {now}: see the log")
+        return tasks
 
 
 HEALTH = web.AppKey("health", Health)
@@ -116,12 +142,19 @@ def make_app(
     clock: Callable[[], float] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     sample_interval: float = SAMPLE_INTERVAL,
+    console: Config | None = None,
 ) -> web.Application:
     """The ops application for one service. `metrics` should be the one whose
-    `observe` the service's Sender was given (else call counters stay at 0)."""
+    `observe` the service's Sender was given (else call counters stay at 0).
+    `console`: the service's whole config, to serve the console (ops/console.py)
+    at `/` too."""
     app = web.Application()
     app[HEALTH] = Health(service, config, clock or service.clock, monotonic)
     app[METRICS] = metrics or ServiceMetrics(service, monotonic=monotonic)
+    if console is not None:
+        from .console import Console, add_console
+
+        add_console(app, Console(service, console, app[HEALTH], clock=clock or service.clock))
 
     async def sampler(app: web.Application) -> AsyncIterator[None]:
         health = app[HEALTH]
