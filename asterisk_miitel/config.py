@@ -13,6 +13,7 @@ import tomllib
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +33,11 @@ from .miitel.numbers import InvalidNumber, NumberRules, normalize_number
 
 ENV_PREFIX = "ASTERISK_MIITEL_"
 CONFIG_ENV = "ASTERISK_MIITEL_CONFIG"
+# Where `setup` and the install guide put the config: used when neither
+# --config nor $ASTERISK_MIITEL_CONFIG names one (commands run as root would
+# otherwise use the embedded defaults and look in ~/.local/state).
+DEFAULT_CONFIG = Path("/etc/asterisk-miitel/config.toml")
+WEBHOOK_ENV = "MIITEL_WEBHOOK_URL"
 
 
 class ConfigError(Exception):
@@ -68,6 +74,9 @@ class AmiConfig(_Section):
 
 class MiitelConfig(_Section):
     webhook_url: SecretStr | None = None
+    # http:// is only for a stand-in on this machine; elsewhere the URL (the
+    # credential) and the recordings would cross the network in clear.
+    allow_insecure_http: bool = False
     # Extra headers for the POST (a tenant may need Authorization); secret too.
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: float = Field(30.0, gt=0)
@@ -107,7 +116,25 @@ class MiitelConfig(_Section):
         url = value.get_secret_value()
         if not url.startswith(("https://", "http://")):
             raise ValueError("must be an http(s):// URL (the value is not shown: it is secret)")
+        bad = "whitespace" if any(c.isspace() for c in url) else "'#'" if "#" in url else ""
+        if bad:
+            # systemd's EnvironmentFile= keeps an inline "# comment" in the value.
+            raise ValueError(
+                f"contains {bad} (the value is not shown: it is secret): an inline comment "
+                "or a stray space in the env file? systemd keeps everything after `=` as the "
+                "value; put comments on their own line")
         return value
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> MiitelConfig:
+        url = self.webhook_url.get_secret_value() if self.webhook_url else ""
+        if url.startswith("http://") and not self.allow_insecure_http:
+            host = urlsplit(url).hostname or ""
+            if not _loopback(host):
+                raise ValueError(
+                    f"webhook_url is plain http:// to {host!r}, not this machine: MiiTel uses "
+                    "https://; for a stand-in elsewhere set [miitel] allow_insecure_http = true")
+        return self
 
 
 class NumbersConfig(_Section):
@@ -224,6 +251,10 @@ class HttpConfig(_Section):
     unhealthy_after_seconds: float = Field(60.0, gt=0)
     # ...or when a call has waited this long without reaching MiiTel.
     max_wait_seconds: float = Field(1800.0, gt=0)
+    # The console at / is read-only unless this is true: then set-aside calls
+    # get retry buttons (POST forms with a CSRF token). Anyone who can reach
+    # the port can press them: keep the port local when this is on.
+    console_actions: bool = False
 
 
 class SendConfig(_Section):
@@ -305,20 +336,37 @@ class Config(BaseSettings):
         return normalize_number((user.number if user else None) or extension)
 
 
+def config_path(given: str | Path | None = None) -> Path | None:
+    """The config file to use: `given` (--config), else $ASTERISK_MIITEL_CONFIG,
+    else /etc/asterisk-miitel/config.toml when it exists. None: embedded defaults."""
+    raw = given or os.environ.get(CONFIG_ENV) or None
+    if raw:
+        return Path(raw)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file; a UTF-8 BOM (Windows editors save one) is accepted."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from exc
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read, merge with the environment, validate. Raises ConfigError."""
-    path = path or os.environ.get(CONFIG_ENV) or None
+    path = config_path(path)
     data: dict[str, Any] = {}
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
-    url = os.environ.get("MIITEL_WEBHOOK_URL")
+        data = read_toml(path)
+        _top_level_keys_in_tables(data, path)
+    url = os.environ.get(WEBHOOK_ENV)
     if url:
         data.setdefault("miitel", {})["webhook_url"] = url
     users_file = _merge_users_file(data, path)
@@ -329,6 +377,24 @@ def load_config(path: str | Path | None = None) -> Config:
     config.users_file = users_file
     _expand_paths(config)
     return config
+
+
+# Keys that belong at the top of the file, before any [table].
+TOP_LEVEL_KEYS = ("users_file",)
+
+
+def _top_level_keys_in_tables(data: dict[str, Any], path: Path) -> None:
+    """`users_file = ...` written after a [table] header belongs to that table in
+    TOML; say where the key must go instead of "unknown key"."""
+    for table, content in data.items():
+        if table == "users" or not isinstance(content, dict):
+            continue
+        for key in TOP_LEVEL_KEYS:
+            if key in content:
+                raise ConfigError(
+                    f"config file {path}: `{key}` is inside [{table}], where TOML puts every "
+                    f"key written after that header: move the `{key} = ...` line to the top "
+                    "of the file, above the first [section]")
 
 
 def users_file_path(data: dict[str, Any], config_path: str | Path | None) -> Path | None:
@@ -348,17 +414,12 @@ def users_file_path(data: dict[str, Any], config_path: str | Path | None) -> Pat
 
 def read_users_file(users_path: Path) -> dict[str, Any]:
     """The [users] table of a users file, each entry checked. Raises ConfigError."""
-    try:
-        doc = tomllib.loads(users_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    if not users_path.exists():
         raise ConfigError(
             f"users file {users_path} does not exist (config key users_file): create it with "
             "`asterisk-miitel users import FILE.csv`, or remove the key"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"users file {users_path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"users file {users_path} cannot be read: {exc.strerror}") from exc
+        )
+    doc = read_toml(users_path, "users file")
     unknown = sorted(set(doc) - {"users"})
     if unknown:
         raise ConfigError(
@@ -404,6 +465,17 @@ def _merge_users_file(data: dict[str, Any], config_path: str | Path | None) -> P
     return users_path
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _expand_paths(config: Config) -> None:
     config.recordings.work_dir = config.recordings.work_dir.expanduser()
     config.outbox.path = config.outbox.path.expanduser()
@@ -418,5 +490,9 @@ def _describe(exc: ValidationError, path: str | Path | None) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (a typo?)"
+        if key.startswith("miitel.webhook_url") or (key == "miitel" and "webhook_url" in msg):
+            env_name = f"{WEBHOOK_ENV} or {ENV_PREFIX}MIITEL__WEBHOOK_URL"
+            key = "miitel.webhook_url"
+        msg = msg.removeprefix("Value error, ")
         lines.append(f"config key {key}{where} (or env {env_name}): {msg}")
     return "; ".join(lines)
