@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from .ami.parser import AmiParser
 from .calls.classify import Context, Outcome, classify
@@ -22,6 +23,10 @@ CHUNK = 64 * 1024
 
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 def replay_bytes(
@@ -40,7 +45,7 @@ def replay_bytes(
 
 
 def replay_stream(
-    stream: BinaryIO,
+    stream: Readable,
     config: Config,
     emit: Callable[[Outcome], None],
     *,
@@ -76,13 +81,78 @@ def replay_file(path: str, config: Config, **kw: object) -> list[Outcome]:
     return outcomes
 
 
-def iter_lines(outcome: Outcome, explain: bool) -> Iterator[str]:
+def verdict(outcome: Outcome, config: Config) -> tuple[str, str | None]:
+    """What `run` would do with this recording: ("send" | "set_aside" | "skip", why).
+
+    The same order as the service: classify()'s skip and set-aside, then the
+    [send] rules, which win over a set-aside (nobody acts on a call not sent).
+    """
+    from .ops.policy import decide
+
+    if outcome.skip:
+        return "skip", outcome.skip
+    if outcome.call_data is not None:
+        rule = decide(outcome.call_data.payload(), list(outcome.extensions), config.send,
+                      rules=config.numbers.rules())
+        if rule is not None:
+            return "skip", rule
+    if outcome.set_aside:
+        return "set_aside", outcome.set_aside
+    return "send", None
+
+
+def iter_lines(outcome: Outcome, explain: bool, config: Config | None = None) -> Iterator[str]:
+    """`--explain`: every rule, note and verdict. Plain: only the calls that would
+    not be sent, so they stand out beside the JSON lines."""
+    what, why = verdict(outcome, config) if config is not None else (
+        "skip" if outcome.skip else "set_aside" if outcome.set_aside else "send",
+        outcome.skip or outcome.set_aside)
+    name = outcome.call_data_id or outcome.file
     if explain:
         for line in outcome.explain:
             yield f"# {line}"
         for note in outcome.notes:
             yield f"# note: {note}"
-        if outcome.skip:
-            yield f"# skipped: {outcome.skip}"
-        if outcome.set_aside:
-            yield f"# would be set aside: {outcome.set_aside}"
+        if what == "skip":
+            yield f"# skipped: {why}"
+        if what == "set_aside":
+            yield f"# would be set aside ({outcome.set_aside_code}): {why}"
+    elif what == "set_aside":
+        yield f"# {name}: would be set aside ({outcome.set_aside_code}): {why}"
+    elif what == "skip":
+        yield f"# {name}: would be skipped: {why}"
+
+
+@dataclass
+class Tally:
+    """How many recordings of a transcript would be sent, set aside or skipped."""
+
+    counts: dict[str, int] = field(default_factory=lambda: {"send": 0, "set_aside": 0,
+                                                            "skip": 0})
+
+    def add(self, what: str) -> None:
+        self.counts[what] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"{self.total} recording(s): {c['send']} would be sent, {c['set_aside']} set "
+                f"aside, {c['skip']} skipped")
+
+
+def transcript_problem(tracker: CallTracker, parser: AmiParser, size: int) -> str | None:
+    """Why this input is not something to replay, or None."""
+    if size == 0:
+        return ("is empty: nothing to replay (record the PBX with `asterisk-miitel capture "
+                "--minutes 10` while making a few calls)")
+    if tracker.stats.events:
+        return None
+    if parser.version is None and not parser.stats.messages:
+        return ("is not an AMI transcript: no `Event:` messages in it. Replay reads what the "
+                "AMI socket sends (`Event: Newchannel` ... blocks, as `asterisk-miitel capture` "
+                "records them), not Asterisk's full log or a CDR")
+    return ("has no AMI events (only the banner or action responses): was it recorded with "
+            "`read = call,dialplan,agent,user` for the AMI user, during calls?")
