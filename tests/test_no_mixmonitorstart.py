@@ -500,3 +500,68 @@ async def test_live_a_mixmonitor_that_cannot_be_followed_is_set_aside(
     assert row.reason is not None and "no VarSet MIXMONITOR_FILENAME arrived" in row.reason
     assert row.reason in caplog.text  # and one line in the log, with the call id
     assert f"call {row.id}: set aside" in caplog.text
+
+
+# -- check: which events this Asterisk sends -------------------------------------------------
+
+class NoSettingsAmi(FakeAmi):
+    """A manager user without write = reporting: CoreSettings refused, only the banner."""
+
+    def _answer(self, msg: dict[str, str]) -> bytes | None:
+        if msg.get("Action", "").lower() == "coresettings":
+            aid = msg.get("ActionID", "")
+            return f"Response: Error\r\nActionID: {aid}\r\nMessage: Permission denied\r\n\r\n".encode()
+        return super()._answer(msg)
+
+
+async def _mixmonitor_check(tmp: Path, ami: FakeAmi) -> Any:
+    from asterisk_miitel.ops.check import run_checks
+
+    from .test_ops_check import LISTEN, by_name, make_config
+
+    async with ami:
+        results = await run_checks(make_config(tmp, ami, None), listen_seconds=LISTEN)
+    return by_name(results)["MixMonitor events"]
+
+
+async def test_check_says_asterisk_16_16_sends_no_mixmonitorstart(tmp_path: Path) -> None:
+    events = demo_events(start_or_stop)
+    result = await _mixmonitor_check(tmp_path, FakeAmi(
+        events, secret="s3cret-ami", ami_version="5.0.2", asterisk_version="16.16.2"))
+    assert result.ok is True
+    assert "Asterisk 16.16.2 sends no MixMonitorStart/MixMonitorStop" in result.detail
+    assert "uses Newexten(MixMonitor) and VarSet MIXMONITOR_FILENAME instead" in result.detail
+    assert "Newexten MixMonitor x1" in result.detail and "VarSet MIXMONITOR_FILENAME x1" in (
+        result.detail)
+
+
+@pytest.mark.parametrize(("version", "sends"), [
+    ("16.17.0", True), ("16.30.1", True), ("16.16.2", False), ("18.2.2", False),
+    ("18.3.0", True), ("19.0.0", True), ("20.10.0", True), ("17.9.4", False),
+    ("certified-18.9-cert4", True), ("22.10.1+dfsg+~cs6-1", True),
+])
+async def test_check_knows_which_versions_send_mixmonitorstart(
+    tmp_path: Path, version: str, sends: bool
+) -> None:
+    result = await _mixmonitor_check(tmp_path, FakeAmi(
+        demo_events(), secret="s3cret-ami", asterisk_version=version))
+    assert result.ok is True
+    assert (f"Asterisk {version} sends MixMonitorStart and MixMonitorStop" in result.detail) is sends
+    assert ("sends no MixMonitorStart" in result.detail) is not sends
+
+
+async def test_check_guesses_from_the_banner_without_coresettings(tmp_path: Path) -> None:
+    result = await _mixmonitor_check(tmp_path, NoSettingsAmi(
+        demo_events(start_or_stop), secret="s3cret-ami", ami_version="5.0.2"))
+    assert result.ok is None and "AMI 5.0.2: Asterisk 16?" in result.detail
+    assert "from 16.17, 18.3 and 19" in result.detail
+
+
+async def test_check_fails_when_mixmonitor_runs_but_its_varset_is_filtered(
+    tmp_path: Path,
+) -> None:
+    result = await _mixmonitor_check(tmp_path, FakeAmi(
+        demo_events(start_or_stop, filename_varset), secret="s3cret-ami",
+        ami_version="5.0.2", asterisk_version="16.16.2"))
+    assert result.ok is False and "no VarSet MIXMONITOR_FILENAME arrived" in result.detail
+    assert "manager_miitel.conf" in result.detail

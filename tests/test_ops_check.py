@@ -114,7 +114,7 @@ async def test_a_ready_machine_passes_every_check(tmp_path: Path, standin: Stand
     got = by_name(results)
     assert [r.name for r in results] == [
         "AMI login", "AMI actions", "AMI event filter", "AMI timestamps", "Asterisk version",
-        "MiiTel webhook host", "recordings folder", "outbox", "work folder", "free disk",
+        "MixMonitor events", "MiiTel webhook host", "recordings folder", "outbox", "work folder", "free disk",
         "MiiTel users"]
     assert got["AMI login"].ok and "Asterisk Call Manager 11.0.0" in got["AMI login"].detail
     assert got["AMI actions"].ok
@@ -301,7 +301,7 @@ def test_check_command_prints_one_line_per_check_and_exits_1(tmp_path: Path) -> 
     out = io.StringIO()
     code = check_main(config, out=out, listen_seconds=0)
     lines = [line for line in out.getvalue().splitlines() if not line.startswith("note:")]
-    assert code == 1 and len(lines) == 11
+    assert code == 1 and len(lines) == 12
     assert lines[0].startswith("FAIL AMI login: cannot connect")
     assert all(line[:4] in ("ok  ", "FAIL", "??  ") for line in lines)
     assert "s3cret-ami" not in out.getvalue()

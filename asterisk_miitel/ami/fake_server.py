@@ -16,8 +16,6 @@ from typing import Any
 
 from .parser import AmiParser
 
-BANNER = b"Asterisk Call Manager/11.0.0\r\n"
-
 
 def transcript_events(data: bytes) -> list[bytes]:
     """The raw event blocks of a transcript (banner and responses dropped), CRLF form."""
@@ -47,6 +45,8 @@ class FakeAmi:
     pace: float = 0.0
     answer_pings: bool = True
     system_name: str = "demo-pbx"
+    ami_version: str = "11.0.0"  # the banner's; 5.0.2 on Asterisk 16.16, 9.0.0 on 20
+    asterisk_version: str = "22.10.1"  # CoreSettings' AsteriskVersion
     startup: str = "2026-11-23 09:00:00"
     live_channels: list[dict[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -105,7 +105,7 @@ class FakeAmi:
         parser = AmiParser(keys=("Action",))
         streamer: asyncio.Task[None] | None = None
         try:
-            writer.write(BANNER)
+            writer.write(f"Asterisk Call Manager/{self.ami_version}\r\n".encode())
             while True:
                 data = await reader.read(4096)
                 if not data:
@@ -145,8 +145,9 @@ class FakeAmi:
                 return None
             return f"Response: Success\r\n{head}Ping: Pong\r\n\r\n".encode()
         if action == "coresettings":
-            return (f"Response: Success\r\n{head}AMIversion: 11.0.0\r\nAsteriskVersion: 22.10.1"
-                    f"\r\nSystemName: {self.system_name}\r\n\r\n").encode()
+            return (f"Response: Success\r\n{head}AMIversion: {self.ami_version}\r\n"
+                    f"AsteriskVersion: {self.asterisk_version}\r\n"
+                    f"SystemName: {self.system_name}\r\n\r\n").encode()
         if action == "corestatus":
             date, _, clock = self.startup.partition(" ")
             return (f"Response: Success\r\n{head}CoreStartupDate: {date}\r\n"

@@ -192,7 +192,8 @@ async def _ami_checks(cfg: AmiConfig, listen_seconds: float) -> list[CheckResult
                 CheckResult("AMI actions", None, skipped),
                 CheckResult("AMI event filter", None, skipped),
                 CheckResult("AMI timestamps", None, skipped),
-                CheckResult("Asterisk version", None, skipped)]
+                CheckResult("Asterisk version", None, skipped),
+                CheckResult("MixMonitor events", None, skipped)]
     return [
         CheckResult("AMI login", True,
                     f"logged in as {cfg.username!r} at {cfg.host}:{cfg.port} "
@@ -201,6 +202,7 @@ async def _ami_checks(cfg: AmiConfig, listen_seconds: float) -> list[CheckResult
         filter_result(probe.events, probe.listened),
         timestamps_result(probe.events),
         version_result(probe),
+        mixmonitor_result(probe),
     ]
 
 
@@ -270,8 +272,16 @@ def has_d_option(version: tuple[int, int]) -> bool:
             or (major == 20 and minor >= 11))
 
 
-# AMI protocol version (banner) -> Asterisk major version, when CoreSettings is refused.
-_BANNER_MAJOR = {"7": 18, "8": 19, "9": 20, "10": 21, "11": 22}
+def has_mixmonitor_events(version: tuple[int, int]) -> bool:
+    """MixMonitorStart/Stop/Mute AMI events exist from 16.17, 18.3 and 19.0."""
+    major, minor = version
+    return major >= 19 or (major == 18 and minor >= 3) or (major == 16 and minor >= 17)
+
+
+# AMI protocol version (banner) -> Asterisk major version, when CoreSettings is refused
+# (main/manager.h AMI_VERSION: 2.x on 13, 5.0.x on 16, 7.0.x on 18, 9.0.x on 20).
+_BANNER_MAJOR = {"2": 13, "3": 14, "4": 15, "5": 16, "6": 17, "7": 18, "8": 19, "9": 20,
+                 "10": 21, "11": 22}
 
 
 def version_result(probe: AmiProbe) -> CheckResult:
@@ -291,6 +301,48 @@ def version_result(probe: AmiProbe) -> CheckResult:
                            "(one interleaved stereo file per recording)")
     return CheckResult(name, True, f"Asterisk {raw}: no MixMonitor D option (20.11+, 21.6+, "
                        "22.1+); the dialplan records r()/t() legs, merged into stereo here")
+
+
+def mixmonitor_result(probe: AmiProbe) -> CheckResult:
+    """Which of the events a recording shows as this Asterisk sends, and what
+    the service opens recordings from there."""
+    name = "MixMonitor events"
+    seen: Counter[str] = Counter()
+    for event in probe.events:
+        kind = event.get("Event")
+        if kind in ("MixMonitorStart", "MixMonitorStop"):
+            seen[kind] += 1
+        elif kind == "Newexten" and event.get("Application", "").lower() == "mixmonitor":
+            seen["Newexten MixMonitor"] += 1
+        elif kind == "VarSet" and event.get("Variable") == "MIXMONITOR_FILENAME":
+            seen["VarSet MIXMONITOR_FILENAME"] += 1
+    heard = (f"; seen while listening: {', '.join(f'{k} x{n}' for k, n in sorted(seen.items()))}"
+             if seen else "")
+    if seen["Newexten MixMonitor"] and not seen["VarSet MIXMONITOR_FILENAME"]:
+        return CheckResult(name, False, "MixMonitor ran but no VarSet MIXMONITOR_FILENAME "
+                           "arrived: the manager user's eventfilter drops it, and recordings "
+                           "named relative to the monitor folder cannot be found. Use "
+                           "dialplan/manager_miitel.conf's eventfilter lines" + heard)
+    raw = (probe.settings or {}).get("AsteriskVersion")
+    version = parse_version(raw)
+    if version is None:
+        major = _BANNER_MAJOR.get((probe.banner or "").split(".")[0])
+        guess = f" (AMI {probe.banner}: Asterisk {major}?)" if major else ""
+        return CheckResult(name, None, f"unknown whether this Asterisk sends MixMonitorStart"
+                           f"{guess}: it does from 16.17, 18.3 and 19; the service opens each "
+                           "recording from whichever of MixMonitorStart, Newexten(MixMonitor) "
+                           "and VarSet MIXMONITOR_FILENAME comes first" + heard)
+    if has_mixmonitor_events(version):
+        return CheckResult(name, True, f"Asterisk {raw} sends MixMonitorStart and "
+                           "MixMonitorStop; recordings open at the first of MixMonitorStart, "
+                           "Newexten(MixMonitor), VarSet MIXMONITOR_FILENAME or MiiTelRecording"
+                           + heard)
+    return CheckResult(name, True, f"Asterisk {raw} sends no MixMonitorStart/MixMonitorStop "
+                       "(16.17+, 18.3+ and 19+ do): the service uses Newexten(MixMonitor) and "
+                       "VarSet MIXMONITOR_FILENAME instead, and sees StopMixMonitor only as its "
+                       "dialplan step (Newexten, also inside ExecIf); a StopMixMonitor sent over "
+                       "AMI (FreePBX's on-demand stop) is not visible, so that recording ends "
+                       "at hangup" + heard)
 
 
 def _ami_ssl(cfg: AmiConfig) -> ssl.SSLContext | None:
