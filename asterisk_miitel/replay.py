@@ -107,7 +107,7 @@ def iter_lines(outcome: Outcome, explain: bool, config: Config | None = None) ->
     what, why = verdict(outcome, config) if config is not None else (
         "skip" if outcome.skip else "set_aside" if outcome.set_aside else "send",
         outcome.skip or outcome.set_aside)
-    name = outcome.call_data_id or outcome.file
+    name = outcome.call_data_id or outcome.file or outcome.key
     if explain:
         for line in outcome.explain:
             yield f"# {line}"
@@ -117,6 +117,8 @@ def iter_lines(outcome: Outcome, explain: bool, config: Config | None = None) ->
             yield f"# skipped: {why}"
         if what == "set_aside":
             yield f"# would be set aside ({outcome.set_aside_code}): {why}"
+    elif what == "set_aside" and outcome.set_aside_code == "untracked":
+        yield f"# {name}: a MixMonitor the service cannot follow, would be set aside: {why}"
     elif what == "set_aside":
         yield f"# {name}: would be set aside ({outcome.set_aside_code}): {why}"
     elif what == "skip":

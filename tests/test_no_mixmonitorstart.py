@@ -565,3 +565,29 @@ async def test_check_fails_when_mixmonitor_runs_but_its_varset_is_filtered(
         ami_version="5.0.2", asterisk_version="16.16.2"))
     assert result.ok is False and "no VarSet MIXMONITOR_FILENAME arrived" in result.detail
     assert "manager_miitel.conf" in result.detail
+
+
+# -- replay: says so, never "no recordings" -------------------------------------------------
+
+def test_replay_reports_a_mixmonitor_it_cannot_follow(tmp_path: Path) -> None:
+    from .test_cli import cli, write_config
+
+    transcript = tmp_path / "ast16.log"
+    blocks = without(filtered("inbound_answered"), start_or_stop, our_userevent, filename_varset)
+    transcript.write_bytes(b"Asterisk Call Manager/5.0.2\r\n" + b"".join(b for b, _ in blocks))
+    result = cli("replay", str(transcript), "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # no call_data to print
+    assert "no recordings" not in result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if "cannot follow" in ln]
+    assert line.startswith("# ") and "would be set aside" in line
+    assert "MixMonitor(miitel-1795473765-1795473765.4-1.raw,bDi(MIITEL_MIXMON_ID)) on " \
+           "PJSIP/trunk-00000004" in line
+    assert "no VarSet MIXMONITOR_FILENAME arrived" in line and "manager_miitel.conf" in line
+    # The same call through the VarSet: followed and printed as call_data.
+    transcript.write_bytes(b"".join(b for b, _ in without(filtered("inbound_answered"),
+                                                          start_or_stop, our_userevent)))
+    result = cli("replay", str(transcript), "--config", str(write_config(tmp_path)))
+    assert result.returncode == 0 and "cannot follow" not in result.stderr
+    [payload] = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert '"event_type": "INCOMING_CALL"' in payload
