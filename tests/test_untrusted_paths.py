@@ -227,3 +227,63 @@ def test_the_rule_resolves_names_and_keeps_to_its_folders(tmp_path: Path) -> Non
     with pytest.raises(Exception, match="not a regular file"):
         allowed.open_file(str(inside / "fifo.raw"))  # never blocks on a FIFO
     assert allowed.unlink_file(str(inside / "a.wav")) and not (inside / "a.wav").exists()
+
+
+# -- what the service deletes after MiiTel's 200 ------------------------------------------
+
+FREEPBX = Path(__file__).parent / "fixtures" / "captures" / "freepbx_outbound"
+FREEPBX_SPOOL = "/tmp/asterisk-miitel-lab-y9q3vxzm/spool/monitor"
+FREEPBX_WAV = "2026/11/23/out-00312345678-1001-20261123-224540-1795473940.81.wav"
+LEGS = ("miitel/miitel-1795473940-1795473940.81-1-in.wav",
+        "miitel/miitel-1795473940-1795473940.81-1-out.wav")
+
+
+def _freepbx_call(tmp_path: Path, legs: tuple[str, str] = LEGS) -> tuple[list[bytes], list[Path]]:
+    """The FreePBX-style capture (our hooks add r()/t() legs to FreePBX's own
+    MixMonitor), its files placed under tmp/monitor."""
+    raw = (FREEPBX / "ami_miitel.log").read_bytes()
+    for ours, theirs in zip(LEGS, legs, strict=True):
+        raw = raw.replace(ours.encode(), theirs.encode())
+    files = []
+    for name, source in ((FREEPBX_WAV, FREEPBX_WAV), *zip(legs, LEGS, strict=True)):
+        target = tmp_path / "monitor" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files.append(Path(shutil.copy(FREEPBX / Path(source).name, target)))
+    return shift_times(transcript_events(raw), time.time() - 10), files
+
+
+def _freepbx_config(**over: object) -> dict[str, object]:
+    return {"pbx": {"id": "test-pbx", "timezone": "Asia/Tokyo"},
+            "numbers": {"outside_line_prefix": "0"}, **over}
+
+
+async def test_our_freepbx_legs_are_deleted_after_the_200_and_freepbx_wav_is_kept(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    events, (freepbx_wav, *legs) = _freepbx_call(tmp_path)
+    monitor = str(tmp_path / "monitor")
+    async with FakeAmi(events) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url, **_freepbx_config(
+            recordings={"path_map": {FREEPBX_SPOOL: monitor}, "dirs": [FREEPBX_SPOOL]}))
+        assert not config.recordings.delete_after_upload  # FreePBX's advice: keep it off
+        async with running(config) as service:
+            await wait_for(done(service), 15)
+    [call] = standin.calls()
+    assert call["status"] == "uploaded" and call["channels"] == 2  # the legs were merged
+    assert not any(leg.exists() for leg in legs)  # the service's own files: gone
+    assert freepbx_wav.exists()  # FreePBX's recording (its CDR reports play it) stays
+
+
+async def test_legs_not_named_by_our_dialplan_are_kept_unless_configured(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    events, (freepbx_wav, *legs) = _freepbx_call(
+        tmp_path, ("custom/rx-1795473940.81.wav", "custom/tx-1795473940.81.wav"))
+    async with FakeAmi(events) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url, **_freepbx_config(
+            recordings={"path_map": {FREEPBX_SPOOL: str(tmp_path / "monitor")},
+                        "dirs": [FREEPBX_SPOOL]}))
+        async with running(config) as service:
+            await wait_for(done(service), 15)
+    assert [c["status"] for c in standin.calls()] == ["uploaded"]
+    assert all(leg.exists() for leg in legs) and freepbx_wav.exists()
