@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from .miitel.redact import ELLIPSIS, scrub
+from .miitel.redact import ELLIPSIS, remember, scrub, secret_values
 
 SERVICE_LOGGERS = ("asterisk_miitel",)
 
@@ -31,6 +31,9 @@ class SecretFilter(logging.Filter):
             path = urlsplit(secret).path if secret.startswith("http") else ""
             if len(path) > 8:
                 parts.add(path)
+            # The bare token, password or credential, quoted on its own.
+            parts |= secret_values(secret)
+            remember(secret)
         # Longest first, so a URL is replaced before the path inside it.
         self._secrets = sorted((s for s in parts if len(s) >= 4), key=len, reverse=True)
 

@@ -4,6 +4,9 @@ the MiiTel stand-in over real HTTP with its fault knobs."""
 
 from __future__ import annotations
 
+import io
+import logging
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from asterisk_miitel.ami.fake_server import FakeAmi
+from asterisk_miitel.logs import setup_logging
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.outbox.manage import retry
 from asterisk_miitel.outbox.store import Row
@@ -225,3 +229,55 @@ async def test_userinfo_alone_still_reaches_the_standin(standin: StandIn) -> Non
     async with MiitelClient(url) as client:
         assert await client.create_call_history(call_data("u"))
     assert standin.call("u") is not None
+
+
+# -- the webhook's token and the Authorization credential, on their own ------------------------
+
+
+class _Raw(logging.Handler):
+    """Every log message as the code wrote it, before the log's secret filter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("shape", ["/webhook/{token}", "/{token}/incoming"])
+async def test_an_echoed_token_is_in_no_reason_log_or_status(
+    tmp_path: Path, recording: Path, shape: str
+) -> None:
+    token = "Tk" + secrets.token_hex(12)  # as random as a real one, with digits
+    credential = "cr3d-" + secrets.token_urlsafe(18)
+    out = io.StringIO()
+    raw = _Raw()
+    async with StandIn(tmp_path / "miitel", port=0,
+                       webhook_path=shape.format(token=token)) as standin:
+        # A chatty gateway: its 401 quotes the path, the token and the credential.
+        standin.add_fault(method="POST", status=401, echo=True, body="bad credentials")
+        url = standin.webhook_url
+        headers = {"Authorization": f"Bearer {credential}"}
+        setup_logging("text", "DEBUG", [url, *headers.values()], stream=out)
+        logging.getLogger().addHandler(raw)
+        try:
+            row, _ = await one_call(tmp_path, standin, miitel={"headers": headers})
+        finally:
+            logging.getLogger().handlers.clear()
+    assert (row.state, row.reason_code) == ("set_aside", "rejected")
+    assert '"request": "/' in (row.reason or "")  # the echo is there, its secrets are not
+    config = tmp_path / "config.toml"
+    config.write_text(f'[miitel]\nwebhook_url = "{url}"\n'
+                      f'headers = {{ Authorization = "Bearer {credential}" }}\n'
+                      f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n')
+    status = cli("status", "--config", str(config))
+    assert status.returncode == 0 and "[rejected]" in status.stdout
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
+    places = {"reason": row.reason or "", "log": out.getvalue(),
+              "log as written": "\n".join(raw.messages), "status": status.stdout,
+              "outbox file": stored.decode("utf-8", "replace")}
+    for where, text in places.items():
+        for secret in (token, credential):
+            assert secret not in text, f"{secret} in the {where}"
+    assert "POST http://127.0.0.1" in out.getvalue()  # it did log the request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from asterisk_miitel.logs import setup_logging
 from asterisk_miitel.miitel.client import (
     ANSWER_LIMIT,
     MiitelClient,
@@ -33,7 +35,7 @@ from asterisk_miitel.miitel.errors import (
     UploadExpired,
     UploadForbidden,
 )
-from asterisk_miitel.miitel.redact import redact_url, scrub
+from asterisk_miitel.miitel.redact import redact_url, remember, scrub, secret_values
 from asterisk_miitel.miitel.standin import StandIn
 
 from .miitel_helpers import (
@@ -109,6 +111,36 @@ def test_scrub_removes_urls_and_their_secret_parts() -> None:
     for secret in ("TOKEN0123456789", "feedface99", "AK%2F2026", "b123456789012"):
         assert secret not in out
     assert "https://s3.example/upload/…6789" in out
+
+
+def test_a_token_first_in_the_path_is_hidden_too() -> None:
+    url = "https://hooks.example.com/Ab12cd34ef56gh78ij90/incoming"
+    assert redact_url(url) == "https://hooks.example.com/…"
+    assert "Ab12cd34ef56gh78ij90" not in scrub("token Ab12cd34ef56gh78ij90 refused", url)
+
+
+def test_remembered_secrets_are_scrubbed_on_their_own() -> None:
+    remember("https://acme.example/webhook/Rem3mber-t0ken-Xyz?k=Qu3ry-valu3",
+             "Bearer Cr3dential-abc-123", "https://u:Pa55w0rd@acme.example/h")
+    text = scrub("echo: Rem3mber-t0ken-Xyz, Cr3dential-abc-123, Qu3ry-valu3, Pa55w0rd; webhook")
+    for secret in ("Rem3mber-t0ken-Xyz", "Cr3dential-abc-123", "Qu3ry-valu3", "Pa55w0rd"):
+        assert secret not in text
+    assert text.endswith("; webhook")  # words of the URL that are not secret stay
+    assert secret_values("Bearer Cr3dential-abc-123") == {
+        "Bearer Cr3dential-abc-123", "Cr3dential-abc-123"}
+
+
+def test_the_log_filter_hides_a_bare_token() -> None:
+    out = io.StringIO()
+    url = "https://acme.example/webhook/B4re-token-in-a-log-line"
+    setup_logging("text", "INFO", [url, "Bearer L0g-credential-42"], stream=out)
+    try:
+        logging.getLogger("asterisk_miitel.x").warning(
+            "MiiTel said: B4re-token-in-a-log-line is not valid, nor L0g-credential-42")
+    finally:
+        logging.getLogger().handlers.clear()
+    assert "B4re-token-in-a-log-line" not in out.getvalue()
+    assert "L0g-credential-42" not in out.getvalue() and "MiiTel said" in out.getvalue()
 
 
 # -- success -------------------------------------------------------------------------

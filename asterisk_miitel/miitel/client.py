@@ -56,7 +56,7 @@ from .errors import (
     UploadExpired,
     UploadForbidden,
 )
-from .redact import redact_url, scrub
+from .redact import redact_url, remember, scrub
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ class MiitelClient:
     ) -> None:
         self._webhook_url = webhook_url
         self._extra_headers = dict(extra_headers or {})
+        # MiiTel's answers may quote the token or a header's credential on
+        # its own: every scrub in the process hides them from now on.
+        remember(webhook_url, *self._extra_headers.values())
         self._timeouts = timeouts or Timeouts()
         self._verify_tls = verify_tls
         self._session = session

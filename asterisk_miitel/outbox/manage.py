@@ -11,6 +11,7 @@ from typing import Any
 from ..config import Config
 from ..miitel.models import EventType
 from ..miitel.numbers import InvalidNumber
+from ..miitel.redact import scrub
 from ..miitel.rules import PartyRef, missing_user_ids
 from .store import NEEDS_FORCE, STATES, Outbox, Row
 
@@ -115,7 +116,7 @@ async def outcome_unknown_lines(
     outbox: Outbox,
     *,
     command: str = RETRY_FORCE,
-    clean: Callable[[str], str] = str,
+    clean: Callable[[str], str] = scrub,
     tz: tzinfo | None = None,
     limit: int = 50,
 ) -> list[str]:
@@ -169,11 +170,12 @@ async def status_report(outbox: Outbox, *, limit: int = 10) -> str:
     if aside:
         lines.append(f"latest set aside (of {counts['set_aside']}):")
         for row in aside:
-            lines.append(f"  {row.id}  [{row.reason_code}] {row.reason}")
+            lines.append(f"  {row.id}  [{row.reason_code}] {scrub(row.reason or '')}")
     waiting = await outbox.latest(["waiting_recording", "ready", "created"], limit)
     retrying = [r for r in waiting if r.last_error]
     if retrying:
         lines.append("latest errors of calls still being retried:")
         for row in retrying:
-            lines.append(f"  {row.id}  ({row.state}, attempt {row.attempts}) {row.last_error}")
+            lines.append(f"  {row.id}  ({row.state}, attempt {row.attempts}) "
+                         f"{scrub(row.last_error or '')}")
     return "\n".join(lines)

@@ -338,6 +338,13 @@ async def _fault_answer(request: web.Request, fault: Fault) -> web.StreamRespons
     assert fault.status is not None
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
     body = fault.body if fault.body is not None else json.dumps({"detail": "injected fault"})
+    if fault.echo:
+        auth = request.headers.get("Authorization", "")
+        body = json.dumps({
+            "detail": fault.body or "injected fault", "request": request.path_qs,
+            "token": request.path.rstrip("/").rsplit("/", 1)[-1],
+            "authorization": auth, "credential": auth.partition(" ")[2],
+        })
     if fault.body_size is None:
         return web.Response(status=fault.status, text=body, headers=headers,
                             content_type="application/json")

@@ -13,7 +13,10 @@ What one fault can do, in the order it happens:
    with `process=True` the request is handled first (e.g. a 502 from a gateway
    after MiiTel did create the call history). `body_size` streams a body of
    that many bytes (`body` repeated), counting in `body_sent` what the client
-   let through before it hung up: a proxy's endless error page.
+   let through before it hung up: a proxy's endless error page. `echo`
+   makes the answer quote the request back (its path, the path's last
+   segment, the Authorization header and its bare credential), as a chatty
+   gateway or a debug error page does: secrets the client must not keep.
 5. `delay` seconds after handling, before answering (`delay_phase="after_body"`):
    a client that times out now has sent everything,
 6. `drop="after_body"`: close the connection without answering, after handling.
@@ -41,6 +44,7 @@ class Fault:
     drop: Phase | None = None
     slow_body_bps: int | None = None
     body_size: int | None = None
+    echo: bool = False
     body_sent: int = field(default=0, init=False)  # bytes of the body written so far
 
     def __post_init__(self) -> None:
