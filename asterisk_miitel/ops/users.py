@@ -319,16 +319,11 @@ def import_target(config_path: str | os.PathLike[str] | None) -> tuple[Path | No
     Reads the config file itself, not load_config: the users file may not
     exist yet (the first import creates it).
     """
-    from ..config import CONFIG_ENV
+    from ..config import config_path as which_config
+    from ..config import read_toml
 
-    raw = config_path or os.environ.get(CONFIG_ENV) or None
-    path = Path(raw) if raw else None
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    path = which_config(config_path)
+    data: dict[str, Any] = read_toml(path) if path else {}
     inline = data.get("users") or {}
     return users_file_path(data, path), set(inline) if isinstance(inline, dict) else set()
 
