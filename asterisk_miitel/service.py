@@ -32,6 +32,7 @@ from .ops.policy import decide
 from .outbox.sender import Sender, map_path
 from .outbox.store import NewCall, Outbox, OutboxFull
 from .recordings import RecordingWatcher
+from .supervisor import Supervisor, about_call
 
 log = logging.getLogger("asterisk_miitel.service")
 calls_log = logging.getLogger("asterisk_miitel.calls")
@@ -40,6 +41,7 @@ SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart", "shutdown": "restart"}
 JOURNAL_EVERY = 0.1  # seconds between journal writes (changes are coalesced)
 HEARTBEAT_EVERY = 5.0  # seconds between "still alive" marks in the outbox
 RESYNC_EVERY = 300.0  # seconds between CoreShowChannels checks for missed hangups
+HELD_RETRY = 1.0  # seconds between tries to queue calls held while the outbox was full
 
 
 @dataclass
@@ -75,12 +77,15 @@ class Service:
         self.tracker = CallTracker(
             self._on_closed, self._on_opened, self._on_changed, self._on_gone
         )
+        # Every long-lived task runs under it: restarted after a bug, on /healthz.
+        self.supervisor = Supervisor(clock=clock)
         self.listener: AmiListener | None = (
             AmiListener(
                 config.ami,
                 self.tracker.feed,
                 on_connected=self._on_connected,
                 on_disconnected=self._on_disconnected,
+                spawn=self.supervisor.start,
             )
             if listen
             else None
@@ -91,6 +96,7 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._gap_started: float | None = None
         # Calls the outbox could not take yet (disk full), with their journal key.
+        # Only the intake task touches it (see _intake).
         self._held: list[tuple[NewCall, str]] = []
         self.accepting = True
         self.journal = Journal()
@@ -99,7 +105,8 @@ class Service:
         self._orphans: list[tuple[str, dict[str, Any], float]] = []
         # Calls that began and ended while we were not listening: from the CDR.
         self.catchup = CatchUpTask(
-            config, self.outbox, pbx_id=self._catchup_pbx_id, is_live=self._catchup_is_live
+            config, self.outbox, pbx_id=self._catchup_pbx_id, is_live=self._catchup_is_live,
+            spawn=self.supervisor.start,
         )
         self._last_alive: float | None = None
 
@@ -133,12 +140,13 @@ class Service:
             )
         self.sender = Sender(self.config, self.outbox, self.watcher, self.client, clock=self.clock,
                              observer=self.metrics.observe)
-        self._tasks.append(asyncio.create_task(self.sender.run(), name="sender"))
-        self._tasks.append(asyncio.create_task(self._intake(), name="intake"))
-        self._tasks.append(asyncio.create_task(self._journal_writer(), name="journal"))
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        supervise = self.supervisor.start
+        self._tasks.append(supervise("sender", self.sender.run))
+        self._tasks.append(supervise("intake", self._intake))
+        self._tasks.append(supervise("journal", self._journal_writer))
+        self._tasks.append(supervise("heartbeat", self._heartbeat))
         if self.listener is not None:
-            self._tasks.append(asyncio.create_task(self.listener.run(), name="ami"))
+            self._tasks.append(supervise("ami", self.listener.run))
         if self.config.http.enabled:
             await self._start_http()
         log.info(
@@ -252,7 +260,7 @@ class Service:
         batch = self.journal.take()
         try:
             await self.outbox.journal(batch)
-        except OutboxFull:
+        except Exception:  # OutboxFull, or a bug the supervisor restarts us after
             for key, value in batch.items():  # keep them for the next try
                 self.journal.pending.setdefault(key, value)
             raise
@@ -261,15 +269,13 @@ class Service:
         beat = 0.0
         while True:
             with contextlib.suppress(OutboxFull):
-                if self._held:
-                    await self._flush_held()
                 if time.monotonic() - beat >= HEARTBEAT_EVERY:
                     await self.outbox.set_meta("alive_at", repr(self.clock()))
                     connected = bool(self.listener is not None and self.listener.stats.connected
                                      and self._gap_started is None)
                     await self.catchup.heartbeat(self._now(), connected)
                     beat = time.monotonic()
-            await asyncio.sleep(1.0 if self._held else HEARTBEAT_EVERY)
+            await asyncio.sleep(HEARTBEAT_EVERY)
 
     async def _load_journal(self) -> None:
         alive = await self.outbox.get_meta("alive_at")
@@ -299,20 +305,41 @@ class Service:
         self._journal_wake.set()
 
     async def _intake(self) -> None:
+        """The one writer of new calls into the outbox.
+
+        It alone owns the held list (calls the outbox could not take yet):
+        it tries them again with each new call and every HELD_RETRY seconds,
+        so no two flushes ever race over the same held call."""
         while True:
-            rec = await self._closed.get()
+            rec = await self._next_closed()
             try:
-                await self._pbx_id_known.wait()
-                assert self.pbx_id is not None
-                outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
-                await self._queue(self._apply_send_rules(outcome))
-            except OutboxFull:
-                pass  # held, said once by _flush_held, retried by the heartbeat
-            except Exception:
-                self.stats.intake_errors += 1
-                log.exception("could not assemble the call for %s", rec.file)
+                if rec is not None:
+                    await self._hold(rec)
+                with contextlib.suppress(OutboxFull):  # held, said once by _outbox_full
+                    await self._flush_held()
             finally:
-                self._closed.task_done()
+                if rec is not None:
+                    self._closed.task_done()
+
+    async def _next_closed(self) -> Recording | None:
+        """The next closed recording; None after HELD_RETRY s when calls are held."""
+        if not self._held:
+            return await self._closed.get()
+        try:
+            return await asyncio.wait_for(self._closed.get(), HELD_RETRY)
+        except TimeoutError:
+            return None
+
+    async def _hold(self, rec: Recording) -> None:
+        """Assemble the call (classify, [send] rules) and put it in line for the outbox."""
+        try:
+            await self._pbx_id_known.wait()
+            assert self.pbx_id is not None
+            outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
+            self._queue(self._apply_send_rules(outcome))
+        except Exception:  # this call's bug: the next call goes on
+            self.stats.intake_errors += 1
+            log.exception("could not assemble the call for %s", rec.file)
 
     def _apply_send_rules(self, outcome: Outcome) -> Outcome:
         """[send]: a call the admin keeps out is recorded as skipped, with the rule."""
@@ -327,7 +354,7 @@ class Service:
         # It overrides a set-aside: nobody should have to act on a call not to be sent.
         return replace(outcome, skip=reason, set_aside=None)
 
-    async def _queue(self, outcome: Outcome) -> None:
+    def _queue(self, outcome: Outcome) -> None:
         source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
         call = _new_call(outcome, source, self.pbx_id or "")
         if outcome.skip:
@@ -339,14 +366,15 @@ class Service:
         for note in outcome.notes:
             calls_log.warning("call %s: %s", call.id, note)
         self._held.append((call, outcome.file))
-        await self._flush_held()
 
     async def _flush_held(self) -> None:
-        """Queue held calls in order. OutboxFull leaves them held (in memory)."""
+        """Queue held calls in order. OutboxFull leaves them held (in memory).
+        Only the intake task calls it."""
         while self._held:
             call, closes = self._held[0]
             try:
-                added = await self.outbox.add(call, closes=closes)
+                with about_call(call.id):
+                    added = await self.outbox.add(call, closes=closes)
             except OutboxFull as exc:
                 self._outbox_full(exc)
                 raise

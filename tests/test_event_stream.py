@@ -4,22 +4,29 @@ events in an unusual order still close every call."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from asterisk_miitel import service as service_module
 from asterisk_miitel.ami.fake_server import FakeAmi
 from asterisk_miitel.ami.listener import ProblemLog
 from asterisk_miitel.ami.parser import AmiParser
+from asterisk_miitel.ami.synth import call_events, renumber
 from asterisk_miitel.calls.journal import Journal
 from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.ops.http import bound_port
+from asterisk_miitel.service import Service
+from asterisk_miitel.supervisor import Supervisor
 
-from .support import FIXTURES, done, place_recordings, running, service_config, wait_for
+from .support import DEMO_DIR, FIXTURES, done, place_recordings, running, service_config, wait_for
 from .test_kill import burst
 
 OVERSIZED = b"Event: VarSet\r\nVariable: X\r\nValue: " + b"x" * 200_000 + b"\r\n\r\n"
@@ -148,3 +155,131 @@ def test_hangup_before_newchannel_leaves_no_zombie_channel() -> None:
     tracker.feed(newchannel, stamp(newchannel))
     tracker.feed({**newchannel, "Event": "Newstate"}, stamp(newchannel))
     assert not tracker.channels
+
+
+# -- calls held while the outbox was full -------------------------------------------
+
+def demo_call(copy: int) -> list[dict[str, str]]:
+    parser = AmiParser()
+    base = call_events((DEMO_DIR / "ami.log").read_bytes())
+    return [m for m in parser.feed(b"".join(renumber(base, copy))) if "Event" in m]
+
+
+def feed(service: Service, events: list[dict[str, str]]) -> None:
+    for e in events:
+        service.tracker.feed(e, float(e.get("Timestamp", time.time())))
+
+
+async def test_calls_held_for_the_outbox_are_queued_once_by_one_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in the field: calls held while the outbox was full were flushed by
+    the heartbeat's retry and by the next call's intake at the same time:
+    'already in the outbox', then `IndexError: pop from empty list` (which
+    killed the heartbeat). Here the outbox is slow (each write 0.2 s) and the
+    heartbeat runs every 50 ms, so both would see the same held calls."""
+    monkeypatch.setattr(service_module, "HEARTBEAT_EVERY", 0.05)
+    caplog.set_level(logging.INFO)
+    service = Service(service_config(tmp_path, 1, None), listen=False)
+    await service.start()
+    try:
+        real_add = service.outbox.add
+
+        async def slow_add(*args: Any, **kw: Any) -> bool:  # a slow disk
+            await asyncio.sleep(0.2)
+            return await real_add(*args, **kw)
+        service.outbox.add = slow_add  # type: ignore[method-assign]
+        for copy in range(1, 7):
+            feed(service, demo_call(copy))
+            await asyncio.sleep(0.05)
+
+        async def queued() -> bool:
+            return len(await service.outbox.all_ids()) == 6 and not service._held
+        await wait_for(queued, 15)
+        await asyncio.sleep(0.5)  # a flush that was under way has finished too
+        assert service.stats.queued == 6 and service.stats.duplicates == 0
+        assert not [t.get_name() for t in service._tasks if t.done()]  # all alive
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("asterisk_miitel.s")]
+        assert not [m for m in said if "already in the outbox" in m or "failed" in m], said
+        assert service.stats.intake_errors == 0
+    finally:
+        await service.stop()
+
+
+# -- supervised tasks -----------------------------------------------------------------
+
+async def healthz(service: Service) -> tuple[int, dict[str, Any]]:
+    port = bound_port(service._http)
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        return resp.status, await resp.json()
+
+
+async def test_a_task_that_fails_on_a_call_is_logged_restarted_and_on_healthz(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    config = service_config(tmp_path, 1, None,
+                            http={"enabled": True, "host": "127.0.0.1", "port": 0})
+    service = Service(config, listen=False)
+    await service.start()
+    try:
+        real_add = service.outbox.add
+        failures = [1]
+
+        async def buggy_add(*args: Any, **kw: Any) -> bool:
+            if failures:
+                failures.pop()
+                raise AssertionError("a bug")
+            return await real_add(*args, **kw)
+        service.outbox.add = buggy_add  # type: ignore[method-assign]
+        feed(service, demo_call(1))
+
+        async def queued() -> bool:
+            return len(await service.outbox.all_ids()) == 1
+        await wait_for(queued, 10)  # after the restart (1 s backoff), the call goes in
+        [call_id] = await service.outbox.all_ids()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and errors[0].exc_info is not None
+        assert errors[0].getMessage().startswith(f"task intake failed on call {call_id} "
+                                                 "(AssertionError: a bug): restarting it in 1 s")
+        status, body = await healthz(service)
+        assert status == 503
+        intake = body["tasks"]["intake"]
+        assert intake["failures"] == 1 and intake["running"]
+        assert intake["last_error"] == "AssertionError" and intake["last_call"] == call_id
+        assert any(p.startswith("task intake failed") for p in body["problems"]), body
+        assert set(body["tasks"]) >= {"intake", "sender", "journal", "heartbeat"}
+        assert service.stats.queued == 1 and service.stats.duplicates == 0
+    finally:
+        await service.stop()
+
+
+async def test_a_task_that_always_fails_backs_off_instead_of_spinning(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    supervisor = Supervisor(backoff_min=0.01, backoff_max=0.08)
+    runs = [0]
+
+    async def broken() -> None:
+        runs[0] += 1
+        raise RuntimeError("fails at once, every time")
+    task = supervisor.start("broken", broken)
+    await asyncio.sleep(0.5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # 0.01 + 0.02 + 0.04 + 0.08 + 0.08 ...: about 8 tries in 0.5 s, not thousands.
+    assert 4 <= runs[0] <= 10
+    logged = [r for r in caplog.records if "task broken failed" in r.getMessage()]
+    assert len(logged) == runs[0] == supervisor.tasks["broken"].failures
+
+
+async def test_a_task_that_ends_is_done_not_restarted() -> None:
+    supervisor = Supervisor(backoff_min=0.01)
+    runs = [0]
+
+    async def once() -> None:
+        runs[0] += 1
+    await supervisor.start("once", once)
+    await asyncio.sleep(0.05)
+    assert runs[0] == 1 and supervisor.tasks["once"].done
