@@ -462,6 +462,7 @@ async def _send(tmp: Path, events: list[bytes]) -> tuple[list[dict[str, Any]], A
             async with running(service_config(tmp, ami.port, standin.webhook_url)) as service:
                 await wait_for(done(service))
                 rows = await service.outbox.latest(["uploaded", "set_aside"], 10)
+                assert service.stats.intake_errors == 0
         return standin.calls(), rows
 
 
