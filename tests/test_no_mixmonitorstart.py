@@ -592,3 +592,24 @@ def test_replay_reports_a_mixmonitor_it_cannot_follow(tmp_path: Path) -> None:
     assert result.returncode == 0 and "cannot follow" not in result.stderr
     [payload] = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert '"event_type": "INCOMING_CALL"' in payload
+
+
+def test_a_recording_found_by_getvar_is_not_reported_by_its_late_mixmonitorstart() -> None:
+    """After a reconnect the service asks live channels for MIXMONITOR_FILENAME;
+    the MixMonitorStart held back meanwhile is that same recording."""
+    from asterisk_miitel.calls.state import Recording
+    from asterisk_miitel.calls.tracker import CallTracker
+
+    closed: list[Recording] = []
+    tracker = CallTracker(closed.append)
+    parser = AmiParser()
+
+    def feed(block: bytes) -> None:
+        for event in parser.feed(block):
+            tracker.feed(event, 0.0)
+
+    feed(ev("Newchannel", 0))
+    assert tracker.discovered(UID, "/rec/found.wav", 1795470001.0) is not None
+    feed(ev("MixMonitorStart", 0.5, priority="3") + ev("Hangup", 3))
+    assert [(r.file, r.untracked) for r in closed] == [("/rec/found.wav", None)]
+    assert tracker.stats.untracked == 0

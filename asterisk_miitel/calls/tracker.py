@@ -579,6 +579,10 @@ class CallTracker:
                 run.nameless = True
         elif kind == "n" and run.file is None and appdata is not None:
             run.file = full_path(parse_mixmonitor(appdata).file)  # absolute paths only
+        if run.rec is None and run.file is None and ch.recordings:
+            # Found running by Getvar after a reconnect (or adopted from the
+            # journal) before its own events were released: that recording.
+            run.rec = next((r for r in ch.recordings if r.resumed), None)
         if run.rec is not None:
             self._complete(run.rec, run)
         elif run.file is not None and not run.done:
@@ -704,7 +708,7 @@ class CallTracker:
             return  # the StopMixMonitor its Newexten already stopped
         if ch.recordings:
             # StopMixMonitor without an ID stops the channel's most recent MixMonitor.
-            self._close(ch.recordings[-1], ts, "stopped")
+            self._stopped(ch.recordings[-1], ts)
 
     def _stop_mixmonitor(self, event: Event, ts: float, appdata: str) -> None:
         """StopMixMonitor([ID]) as a dialplan step (its Newexten): before 16.17,
@@ -722,9 +726,16 @@ class CallTracker:
                       or [r for r in recs if r.mixmonitor_id is None])
             if not chosen:
                 return  # a MixMonitor this service does not follow
-            self._close(chosen[-1], ts, "stopped")
+            self._stopped(chosen[-1], ts)
         else:
-            self._close(recs[-1], ts, "stopped")
+            self._stopped(recs[-1], ts)
+
+    def _stopped(self, rec: Recording, ts: float) -> None:
+        if rec.restarting:
+            # our FreePBX hook restarting it with legs: the same file goes on
+            rec.restarting = False
+            return
+        self._close(rec, ts, "stopped")
 
     def _close(self, rec: Recording, ts: float, reason: EndReason) -> None:
         if rec.ended is not None:
@@ -845,6 +856,7 @@ class CallTracker:
             rec.receive = event.get("Receive") or rec.receive
             rec.transmit = event.get("Transmit") or rec.transmit
             rec.mixmonitor_id = event.get("MixMonitorID") or rec.mixmonitor_id
+            rec.restarting = event.get("Restart", "") == "yes"
             if self.on_changed is not None:
                 self.on_changed(rec)
         elif kind == "MiiTelTag":
