@@ -477,6 +477,13 @@ def _when(ts: float, tz: tzinfo | None) -> datetime:
     return moment.astimezone(tz) if tz is not None else moment.astimezone()
 
 
+def _device(party: Party) -> str | None:
+    """`PJSIP/desk-suzuki-0000001a` -> `desk-suzuki`: what `endpoints` lists."""
+    if not party.channel or party.channel.startswith("Local/") or "/" not in party.channel:
+        return None
+    return Channel("", party.channel, "", 0.0).endpoint or None
+
+
 def _assemble(
     rec: Recording,
     ctx: Context,
@@ -494,7 +501,8 @@ def _assemble(
     number_problems = [p.number_problem for _, p, _ in parties if p.number_problem]
     problems = list(number_problems)
     refs = [
-        PartyRef(side, p.miitel_user_id is not None, p.extension, f"{p.number} ({p.channel})")
+        PartyRef(side, p.miitel_user_id is not None, p.extension, f"{p.number} ({p.channel})",
+                 device=_device(p) if p.kind == "internal" and p.extension is None else None)
         for side, p, _ in parties
     ]
     user_problems = missing_user_ids(

@@ -47,6 +47,9 @@ class PartyRef:
     has_user_id: bool
     extension: str | None  # the PBX extension, if the party is on this PBX
     label: str  # what to call it in a message: number, channel
+    # A phone's device (endpoint) name when no extension was found for it:
+    # the fix is to list it as that user's `endpoints`.
+    device: str | None = None
 
 
 def missing_user_ids(
@@ -63,6 +66,14 @@ def missing_user_ids(
             problems.append(
                 f"{event_type} needs a MiiTel user for {party.side} but extension "
                 f"{party.extension} has none: add it to [users] in the config"
+            )
+        elif party.device:
+            problems.append(
+                f"{event_type} needs a MiiTel user for {party.side} but the phone "
+                f"{party.device} ({party.label}) is not a known extension of this PBX: add "
+                f'endpoints = ["{party.device}"] under its user\'s extension in [users] (or '
+                "fill the users CSV's endpoints column), then `asterisk-miitel retry "
+                "--all-set-aside`"
             )
         else:
             problems.append(

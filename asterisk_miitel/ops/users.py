@@ -1,7 +1,8 @@
 """The extension -> MiiTel user map: CSV import into a users file, and reload.
 
 `asterisk-miitel users import users.csv` reads a CSV as an admin exports it
-from a spreadsheet (columns extension, miitel_user_id, name, number; a header
+from a spreadsheet (columns extension, miitel_user_id, name, number,
+endpoints; a header
 row; UTF-8 with or without the BOM Excel writes), checks every row, and
 writes the `[users]` table of the users file the config points to
 (`users_file`). Nothing is written unless every row is good: an error names
@@ -39,9 +40,13 @@ from ..config import (
 )
 from ..miitel.numbers import InvalidNumber, normalize_number
 
-COLUMNS = ("extension", "miitel_user_id", "name", "number")
+COLUMNS = ("extension", "miitel_user_id", "name", "number", "endpoints")
 REQUIRED = ("extension", "miitel_user_id")
 _EXTENSION = re.compile(r"^[0-9A-Za-z*#+_.-]{1,64}$")
+# A device (endpoint) name as in PJSIP/<name>; several in one cell are
+# separated by spaces, ';' or '|' (a comma would split the CSV cell).
+_ENDPOINT = re.compile(r"^[0-9A-Za-z_.@+-]{1,80}$")
+_ENDPOINT_SPLIT = re.compile(r"[\s;|,]+")
 # What TOML basic strings must escape beyond what json.dumps does: DEL.
 _TOML_EXTRA_ESCAPES = {"\x7f": "\\u007F"}
 
@@ -63,6 +68,7 @@ class CsvUser:
     miitel_user_id: str  # canonical UUID text
     name: str | None
     number: str | None  # normalised; None: MiiTel shows the extension
+    endpoints: tuple[str, ...] = ()  # empty: keep what the users file has
 
 
 @dataclass
@@ -200,10 +206,21 @@ def _row(row: Mapping[str, str], line: int) -> tuple[CsvUser | None, list[str]]:
         except InvalidNumber:
             errors.append(f"line {line}: extension {ext!r} is not a phone number: fill in "
                           "the number column with what MiiTel should show")
+    endpoints = []
+    for raw_endpoint in _ENDPOINT_SPLIT.split(row.get("endpoints", "").strip()):
+        # "PJSIP/desk-sato" and "desk-sato" mean the same device
+        endpoint = unicodedata.normalize("NFKC", raw_endpoint).rpartition("/")[2]
+        if not endpoint:
+            continue
+        if not _ENDPOINT.match(endpoint):
+            errors.append(f"line {line}: endpoint {raw_endpoint!r} is not a device name (as in "
+                          "PJSIP/desk-sato: letters, digits and _ . @ + -)")
+        elif endpoint not in endpoints:
+            endpoints.append(endpoint)
     if errors:
         return None, errors
     name = row.get("name") or None
-    return CsvUser(line, ext, user_id, name, number), []
+    return CsvUser(line, ext, user_id, name, number, tuple(endpoints)), []
 
 
 # -- merging and writing -----------------------------------------------------------
@@ -228,7 +245,9 @@ def merge_users(
             entry["name"] = row.name
         if row.number:
             entry["number"] = row.number
-        if old is not None and old.get("endpoints"):
+        if row.endpoints:
+            entry["endpoints"] = list(row.endpoints)
+        elif old is not None and old.get("endpoints"):
             entry["endpoints"] = list(old["endpoints"])
         merged[row.extension] = entry
         if old is None:
@@ -261,20 +280,36 @@ def render_users_toml(users: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_users_file(path: Path, users: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write atomically (a crash leaves the old file or the new, never half)."""
+def write_users_file(path: Path, users: Mapping[str, Mapping[str, Any]],
+                     *, like: Path | None = None) -> None:
+    """Write atomically (a crash leaves the old file or the new, never half).
+
+    An existing file keeps its owner, group and mode; a new one is owned
+    like `like` (the config file), so that the service's user, which can
+    read the config, can read this too (run as root, it would otherwise be
+    root's alone and the service would fail to start)."""
     text = render_users_toml(users)
     # Never write what load_config would then refuse.
     if tomllib.loads(text).get("users", {}) != {k: dict(v) for k, v in users.items()}:
         raise AssertionError("users file rendering does not round-trip")  # a bug
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
+    model = path if path.exists() else like if like is not None and like.exists() else None
+    if model is not None:
+        st = model.stat()
+        mode, owner = st.st_mode & 0o777, (st.st_uid, st.st_gid)
+    else:
+        mode, owner = 0o640, None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        if owner is not None and (os.stat(tmp).st_uid, os.stat(tmp).st_gid) != owner:
+            try:
+                os.chown(tmp, *owner)
+            except PermissionError:  # not root: the file stays ours, as before
+                pass
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -289,6 +324,7 @@ def import_users(
     replace: bool = False,
     dry_run: bool = False,
     inline: Collection[str] = (),
+    like: Path | None = None,
 ) -> ImportReport:
     """Read, check, merge into `target`, write. `inline`: extensions the config's
     own [users] defines (a users file may not define them again)."""
@@ -308,12 +344,14 @@ def import_users(
     report.target = target
     report.warnings = warnings
     if not dry_run:
-        write_users_file(target, users)
+        write_users_file(target, users, like=like)
         report.written = True
     return report
 
 
-def import_target(config_path: str | os.PathLike[str] | None) -> tuple[Path | None, set[str]]:
+def import_target(
+    config_path: str | os.PathLike[str] | None,
+) -> tuple[Path | None, set[str], Path | None]:
     """The users file the config names, and the extensions of its own [users].
 
     Reads the config file itself, not load_config: the users file may not
@@ -325,7 +363,8 @@ def import_target(config_path: str | os.PathLike[str] | None) -> tuple[Path | No
     path = which_config(config_path)
     data: dict[str, Any] = read_toml(path) if path else {}
     inline = data.get("users") or {}
-    return users_file_path(data, path), set(inline) if isinstance(inline, dict) else set()
+    return (users_file_path(data, path), set(inline) if isinstance(inline, dict) else set(),
+            path)
 
 
 def users_import_main(
@@ -343,7 +382,7 @@ def users_import_main(
 
     out = out or sys.stdout
     err = err or sys.stderr
-    target, inline = import_target(config_path)
+    target, inline, config_file = import_target(config_path)
     if output:
         target = Path(output)
     if target is None:
@@ -352,7 +391,7 @@ def users_import_main(
         return 2
     try:
         report = import_users(csv_path, target, replace=replace, dry_run=dry_run,
-                              inline=inline)
+                              inline=inline, like=config_file)
     except UsersImportError as exc:
         print(f"asterisk-miitel: {exc}", file=err)
         return 1
@@ -361,6 +400,54 @@ def users_import_main(
     if report.written:
         print("the running service picks the change up on SIGHUP "
               "(systemctl reload asterisk-miitel) or on restart", file=out)
+    return 0
+
+
+# -- list and export ---------------------------------------------------------------
+
+
+def users_list_main(config_path: str | None, out: IO[str] | None = None) -> int:
+    """`asterisk-miitel users list`: the map the service uses, one line each."""
+    import sys
+
+    out = out or sys.stdout
+    config = load_config(config_path)
+    rows = [(ext, str(u.miitel_user_id or "-"), u.name or "", u.number or ext,
+             " ".join(u.endpoints)) for ext, u in sorted(config.users.items(),
+                                                         key=lambda kv: _natural(kv[0]))]
+    header = ("extension", "miitel_user_id", "name", "number", "endpoints")
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+              file=out)
+    where = f" from {config.users_file}" if config.users_file else ""
+    print(f"{len(rows)} user(s){where}", file=out)
+    return 0
+
+
+def export_users_csv(users: Mapping[str, UserConfig]) -> str:
+    """The map as a CSV `users import` reads back (endpoints space-separated)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for ext, user in sorted(users.items(), key=lambda kv: _natural(kv[0])):
+        writer.writerow([ext, str(user.miitel_user_id or ""), user.name or "",
+                         user.number or "", " ".join(user.endpoints)])
+    return buffer.getvalue()
+
+
+def users_export_main(config_path: str | None, output: str | None = None,
+                      out: IO[str] | None = None) -> int:
+    """`asterisk-miitel users export [--output FILE]`: CSV (UTF-8, Excel-friendly)."""
+    import sys
+
+    text = export_users_csv(load_config(config_path).users)
+    if output:
+        # With the BOM Excel wants to read UTF-8; `users import` accepts it.
+        Path(output).write_text(text, encoding="utf-8-sig", newline="")
+        print(f"wrote {output}", file=out or sys.stdout)
+    else:
+        (out or sys.stdout).write(text)
     return 0
 
 
