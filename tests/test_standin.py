@@ -354,7 +354,8 @@ async def test_upload_of_matching_wav(standin: StandIn, tmp_path: Path) -> None:
         ("wav", "STEREO", lambda p: write_mp3(p), "file is mp3 but audio_file_type is wav"),
         ("wav", "STEREO", lambda p: write_wav(p, channels=1), "1 channel(s)"),
         ("wav", "MONAURAL", lambda p: write_wav(p, channels=2), "2 channel(s)"),
-        ("wav", "STEREO", lambda p: p.write_bytes(b"hello world" * 100) and p, "not a WAV"),
+        ("wav", "STEREO", lambda p: p.write_bytes(b"hello world" * 100) and p,
+         "text, not audio"),
     ],
 )
 async def test_mismatched_upload_fails_the_call_like_miitel(
