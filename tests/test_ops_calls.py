@@ -72,7 +72,8 @@ async def test_every_step_of_a_real_call_is_recorded_with_its_time(
     assert shown.line.id == call_id and shown.line.action == "nothing: MiiTel has it"
     text = shown.text()
     for s in steps:
-        assert f"{ops_calls.when(s.at, TZ)}  {s.state}" in text
+        assert f"{ops_calls.when(s.at, TZ, precise=True)}  {s.state}" in text
+    assert "MiiTel has the recording" in text
     assert '"event_type": "INCOMING_CALL"' in text and shown.prepared is not None
     assert "upload_url" not in json.dumps(shown.as_dict())  # the signed URL is a secret
 

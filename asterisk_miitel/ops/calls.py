@@ -67,10 +67,21 @@ def call_time(row: Row) -> float:
     return row.ended_at if row.ended_at is not None else row.created_at
 
 
-def when(epoch: float | None, tz: tzinfo | None) -> str:
+def when(epoch: float | None, tz: tzinfo | None, *, precise: bool = False) -> str:
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch, tz).astimezone(tz).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, tz).astimezone(tz).isoformat(
+        timespec="milliseconds" if precise else "seconds")
+
+
+# What a step means when it carries no reason or error of its own.
+STEP_MEANING = {
+    "waiting_recording": "queued: waiting for Asterisk to finish the recording",
+    "ready": "recording prepared; the call history is next",
+    "created": "MiiTel created the call history; uploading the recording",
+    "uploaded": "MiiTel has the recording",
+    "sent": "sent without audio (a missed call)",
+}
 
 
 def parties_text(call_data: dict[str, Any] | None) -> str:
@@ -240,8 +251,9 @@ def detail(row: Row, steps: Sequence[Step], tz: tzinfo | None) -> CallDetail:
     return CallDetail(
         line=line(row, tz), file=row.file, audio=row.audio,
         prepared=_public_prepared(row.prepared), call_data=row.call_data,
-        steps=[StepLine(s.at, when(s.at, tz), s.state,
-                        scrub(s.detail) if s.detail else None) for s in steps],
+        steps=[StepLine(s.at, when(s.at, tz, precise=True), s.state,
+                        scrub(s.detail) if s.detail else STEP_MEANING.get(s.state))
+               for s in steps],
         notes=list(row.notes), attempts=row.attempts, posts=row.posts,
         last_error=scrub(row.last_error) if row.last_error else None,
         queued_at=when(row.created_at, tz), updated_at=when(row.updated_at, tz),

@@ -364,9 +364,11 @@ def _recent_section(rows: list[Row], states: list[str], tz: Any) -> str:
             f"<tr><td class=\"nowrap\">{_e(ln.time)}</td><td>{_e(ln.event_type or '-')}</td>"
             f"<td>{_e(ln.parties)}</td><td>{_state(ln.state)}</td>"
             f"<td>{_e(ln.reason or '')}</td>"
-            f"<td><a href=\"{_href(row.id)}\">details</a></td></tr>")
+            f"<td class=\"id\"><a href=\"{_href(row.id)}\"><code>{_e(row.id)}</code></a></td>"
+            "</tr>")
     return (f"<section id=\"recent\"><h2>{title}</h2><table><tr><th>time</th>"
-            "<th>event_type</th><th>parties</th><th>state</th><th>reason</th><th></th></tr>"
+            "<th>event_type</th><th>parties</th><th>state</th><th>reason</th>"
+            "<th>call (details)</th></tr>"
             + "".join(body) + "</table></section>")
 
 
@@ -400,7 +402,8 @@ main{padding:8px 24px 32px;max-width:1400px}section{background:#fff;border:1px s
 border-radius:6px;padding:8px 16px 12px;margin:14px 0}h2{font-size:15px;margin:6px 0 10px}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;
 padding:4px 8px;border-bottom:1px solid #eceff2}th{font-weight:600;color:#4a5561}
-table.facts th{width:170px}.nowrap{white-space:nowrap}code{font:12px ui-monospace,
+table.facts th{width:170px}td.id{max-width:260px}.nowrap{white-space:nowrap}
+code{font:12px ui-monospace,
 monospace;word-break:break-all}pre{background:#f3f4f6;padding:10px;overflow:auto;
 font-size:12px}.verdict{font-weight:600;margin:4px 0}.ok{color:#17692e}.bad{color:#b3261e}
 .counts{display:flex;flex-wrap:wrap;gap:8px}.counts a{display:flex;flex-direction:column;
