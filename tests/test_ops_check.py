@@ -301,7 +301,7 @@ def test_check_command_prints_one_line_per_check_and_exits_1(tmp_path: Path) -> 
     out = io.StringIO()
     code = check_main(config, out=out, listen_seconds=0)
     lines = [line for line in out.getvalue().splitlines() if not line.startswith("note:")]
-    assert code == 1 and len(lines) == 12
+    assert code == 1 and len(lines) == 13  # the last: the service user's files
     assert lines[0].startswith("FAIL AMI login: cannot connect")
     assert all(line[:4] in ("ok  ", "FAIL", "??  ") for line in lines)
     assert "s3cret-ami" not in out.getvalue()

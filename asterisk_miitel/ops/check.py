@@ -35,6 +35,8 @@ from ..config import AmiConfig, Config, MiitelConfig
 from ..miitel.redact import redact_url
 from ..recordings import check_access, free_bytes, recording_dirs
 
+# The installed unit: its User=, Group=, SupplementaryGroups= say who the service runs as.
+UNIT_FILE = Path("/etc/systemd/system/asterisk-miitel.service")
 # How long to listen for events (filter, timestamps) after logging in.
 LISTEN_SECONDS = 5.0
 # Enough evidence: stop listening early after this many events.
@@ -83,15 +85,15 @@ async def run_checks(
 
 
 def check_main(config: Config, out: IO[str] | None = None,
-               listen_seconds: float = LISTEN_SECONDS) -> int:
+               listen_seconds: float = LISTEN_SECONDS, *, config_path: Path | None = None,
+               env_file: Path | None = None, unit: Path = UNIT_FILE) -> int:
     """`asterisk-miitel check`: print one line per check; 1 if any failed."""
     out = out or sys.stdout
     results = asyncio.run(run_checks(config, listen_seconds=listen_seconds))
+    results += service_user_results(config, config_path=config_path, env_file=env_file,
+                                    unit=unit)
     for result in results:
         print(result.line(), file=out)
-    if os.geteuid() == 0:
-        print("note: run as root; run it as the service's user (sudo -u asterisk-miitel ...) "
-              "to check that user's permissions", file=out)
     return exit_code(results)
 
 
@@ -552,3 +554,185 @@ def _size(n: int) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+# -- what the service's user may read and write ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUser:
+    name: str
+    uid: int
+    gids: frozenset[int]
+    source: str  # where we learnt it: the unit's User=, or the config file's owner
+    # Folders systemd creates for the service at start (StateDirectory=, ...).
+    managed: tuple[Path, ...] = ()
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    """The [Service] settings of a systemd unit (each key: every value given)."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, eq, value = line.partition("=")
+        if eq and section == "Service":
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def service_user(config_path: Path | None, unit: Path = UNIT_FILE) -> ServiceUser | None:
+    """Who the service runs as: the unit's User= (with its groups), else the
+    owner of the config file. None: cannot tell."""
+    import grp
+    import pwd
+
+    settings: dict[str, list[str]] = {}
+    with contextlib.suppress(OSError):
+        settings = unit_settings(unit.read_text(encoding="utf-8"))
+    name = (settings.get("User") or [""])[-1]
+    source = f"User= in {unit}"
+    try:
+        if name:
+            entry = pwd.getpwnam(name) if not name.isdigit() else pwd.getpwuid(int(name))
+        elif config_path is not None and config_path.exists():
+            entry = pwd.getpwuid(config_path.stat().st_uid)
+            source = f"the owner of {config_path}"
+        else:
+            return None
+    except KeyError:
+        return ServiceUser(name, -1, frozenset(), f"{source}: no such user")
+    gids = {entry.pw_gid}
+    gids |= {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+    for key in ("Group", "SupplementaryGroups"):
+        for value in settings.get(key, []):
+            for group in value.split():
+                with contextlib.suppress(KeyError, ValueError):
+                    gids.add(grp.getgrnam(group).gr_gid if not group.isdigit() else int(group))
+    managed = []
+    for key, base in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache"),
+                      ("LogsDirectory", "/var/log"), ("RuntimeDirectory", "/run")):
+        for value in settings.get(key, []):
+            managed += [Path(base) / d for d in value.split()]
+    return ServiceUser(entry.pw_name, entry.pw_uid, frozenset(gids), source, tuple(managed))
+
+
+def may(user: ServiceUser, path: Path, want: str) -> str | None:
+    """Can `user` do `want` ("r", "w", "x" or combinations) on `path`, going by
+    the mode bits of it and of every folder above it? None: yes; else why not."""
+    if user.uid == 0:
+        return None
+    bits = {"r": 4, "w": 2, "x": 1}
+
+    def allowed(st: os.stat_result, need: int) -> bool:
+        if st.st_uid == user.uid:
+            have = (st.st_mode >> 6) & 7
+        elif st.st_gid in user.gids:
+            have = (st.st_mode >> 3) & 7
+        else:
+            have = st.st_mode & 7
+        return have & need == need
+
+    path = Path(os.path.abspath(path))
+    for folder in reversed(path.parents):
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            return f"{folder}: {exc.strerror}"
+        if not allowed(st, 1):
+            return f"{folder} is not searchable (x) for {user.name}"
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    need = sum(bits[c] for c in want)
+    if not allowed(st, need):
+        words = {"r": "readable", "w": "writable", "x": "searchable"}
+        return (f"{path} ({_owner_text(st)}, {st.st_mode & 0o777:04o}) is not "
+                f"{'/'.join(words[c] for c in want)} by {user.name}")
+    return None
+
+
+def _owner_text(st: os.stat_result) -> str:
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{user}:{group}"
+
+
+def service_user_results(config: Config, *, config_path: Path | None,
+                         env_file: Path | None = None, unit: Path = UNIT_FILE
+                         ) -> list[CheckResult]:
+    """Can the service's user read every file it needs and write where it writes?
+    Checked from the mode bits, so it also tells the truth when run as root."""
+    name = "service user's files"
+    user = service_user(config_path, unit)
+    if user is None:
+        return [CheckResult(name, None, "unknown user (no unit file, no config file): not "
+                            "checked")]
+    if user.uid < 0:
+        return [CheckResult(name, False, f"{user.source}: create it (useradd --system ...)")]
+    problems: list[str] = []
+    checked: list[str] = []
+
+    def need(path: Path | None, want: str, what: str) -> None:
+        if path is None:
+            return
+        if not path.exists() and want == "rwx":
+            if any(path == m or m in path.parents for m in user.managed):
+                checked.append(f"{what} (systemd creates it)")
+                return
+            existing = path
+            while not existing.exists() and existing.parent != existing:
+                existing = existing.parent
+            path = existing
+        problem = may(user, path, want)
+        if problem:
+            problems.append(f"{what}: {problem}")
+        else:
+            checked.append(what)
+
+    need(config_path, "r", "config")
+    need(config.users_file, "r", "users file")
+    need(config.outbox.path.parent, "rwx", "outbox folder")
+    need(config.recordings.work_dir, "rwx", "work folder")
+    for directory, host in recording_dirs(config):
+        need(Path(host), "rx", f"recordings {directory}")
+    results = []
+    if problems:
+        results.append(CheckResult(name, False, f"{user.name} ({user.source}): "
+                                   + "; ".join(problems)
+                                   + ": fix the owner/group/mode (chgrp/chmod) so it can"))
+    else:
+        results.append(CheckResult(name, True, f"{user.name} ({user.source}) can use: "
+                                   + ", ".join(checked)))
+    if env_file is not None:
+        results.append(env_file_result(env_file))
+    return results
+
+
+def env_file_result(env_file: Path) -> CheckResult:
+    """systemd reads the env file as root, so it may (and should) be root's only."""
+    name = "env file"
+    try:
+        st = env_file.stat()
+    except OSError as exc:
+        return CheckResult(name, False, f"{env_file}: {exc.strerror}")
+    if st.st_mode & 0o077:
+        return CheckResult(name, False, f"{env_file} is {st.st_mode & 0o777:04o}: it holds "
+                           f"the secrets; chmod 0600 {env_file} (systemd reads it as root)")
+    return CheckResult(name, True, f"{env_file} is {st.st_mode & 0o777:04o} "
+                       f"({_owner_text(st)}): only its owner reads the secrets")
