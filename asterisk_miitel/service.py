@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import time
@@ -109,6 +110,7 @@ class Service:
             spawn=self.supervisor.start,
         )
         self._last_alive: float | None = None
+        self._status_task: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class Service:
         if self.client is not None:
             await self.client.close()
         await self.watcher.aclose()
+        with contextlib.suppress(Exception):  # a status line must never fail a stop
+            await self._write_status(stopped=True)
         await self.outbox.close()
 
     async def run_until_signalled(self, deadline: float = 10.0) -> None:
@@ -213,13 +217,15 @@ class Service:
 
         cfg = self.config.http
         try:
-            self._http = await start_http(make_app(self, cfg, self.metrics), cfg.host, cfg.port)
+            self._http = await start_http(make_app(self, cfg, self.metrics, console=self.config),
+                                          cfg.host, cfg.port)
         except OSError as exc:  # monitoring must not stop calls from being sent
             log.error("cannot serve /healthz and /metrics on %s:%d (%s): running without them",
                       cfg.host, cfg.port, exc.strerror or exc)
             return
-        log.info("health and metrics on http://%s:%d/healthz and /metrics", cfg.host,
-                 bound_port(self._http))
+        log.info("console on http://%s:%d/ (%s), health and metrics on /healthz and /metrics",
+                 cfg.host, bound_port(self._http),
+                 "retry buttons on" if cfg.console_actions else "read-only")
 
     # -- events -> outbox ----------------------------------------------------------------
 
@@ -271,11 +277,32 @@ class Service:
             with contextlib.suppress(OutboxFull):
                 if time.monotonic() - beat >= HEARTBEAT_EVERY:
                     await self.outbox.set_meta("alive_at", repr(self.clock()))
+                    await self._write_status()
                     connected = bool(self.listener is not None and self.listener.stats.connected
                                      and self._gap_started is None)
                     await self.catchup.heartbeat(self._now(), connected)
                     beat = time.monotonic()
             await asyncio.sleep(HEARTBEAT_EVERY)
+
+    def _status_soon(self) -> None:
+        """AMI went up or down: `status` should know now, not at the next heartbeat."""
+        async def write() -> None:
+            with contextlib.suppress(Exception):  # closed outbox at stop, disk full
+                await self._write_status()
+
+        self._status_task = asyncio.ensure_future(write())
+
+    async def _write_status(self, stopped: bool = False) -> None:
+        """For `status` and `calls`, which read the outbox, not this process."""
+        from .ops.calls import META_SERVICE, service_heartbeat
+
+        ami = None
+        if self.listener is not None:
+            s = self.listener.stats
+            ami = {"connected": s.connected, "since": s.connected_since, "version": s.version,
+                   "host": f"{self.config.ami.host}:{self.config.ami.port}"}
+        await self.outbox.set_meta(META_SERVICE, service_heartbeat(
+            os.getpid(), self.clock(), ami, self.client is not None, stopped=stopped))
 
     async def _load_journal(self) -> None:
         alive = await self.outbox.get_meta("alive_at")
@@ -408,6 +435,7 @@ class Service:
     async def _on_connected(self, session: AmiSession) -> None:
         gap = self._gap_started
         self._gap_started = None
+        self._status_soon()
         try:
             if self.pbx_id is None:
                 await self._learn_pbx_id(session)
@@ -479,6 +507,7 @@ class Service:
         return file in self.tracker.recordings or any(k == file for k, _d, _t in self._orphans)
 
     def _on_disconnected(self) -> None:
+        self._status_soon()
         self.catchup.disconnected()
         if self._gap_started is None:
             self._gap_started = self._now()
