@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from . import __version__
 from .calls.classify import Outcome
@@ -26,6 +26,7 @@ EPILOG = """\
 examples:
   asterisk-miitel demo                          a real captured call, end to end, on this machine
   asterisk-miitel run --config /etc/asterisk-miitel/config.toml
+  asterisk-miitel capture --minutes 10          record the PBX's AMI stream (no secrets)
   asterisk-miitel replay capture.log --explain  what each recording would become
   asterisk-miitel status                        running? AMI connected? the last call, problems
   asterisk-miitel calls --state set_aside       recent calls; `calls show ID` for one in full
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = add("replay", "print the call_data a raw AMI transcript would produce",
                  "asterisk-miitel replay /tmp/ami.log --explain")
-    replay.add_argument("file", help="raw AMI transcript (what the AMI socket sent)")
+    replay.add_argument("file", help="raw AMI transcript (what the AMI socket sent, as "
+                        "`capture` records it); - reads standard input")
     replay.add_argument("--explain", action="store_true",
                         help="say, for each party, which rule decided it")
 
@@ -83,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                  "by state and the latest reasons",
                  "asterisk-miitel status --config /etc/asterisk-miitel/config.toml")
     status.add_argument("--json", action="store_true", help="one JSON object")
+
+    capture = add("capture", "record the PBX's raw AMI stream (secrets never written) to check "
+                  "it with `replay --explain` before turning uploads on",
+                  "asterisk-miitel capture --minutes 10 --out pbx.ami\n"
+                  "  (make a few typical calls meanwhile, then: asterisk-miitel replay pbx.ami "
+                  "--explain)")
+    capture.add_argument("--minutes", type=float, required=True,
+                         help="how long to record (Ctrl-C stops early and keeps the file)")
+    capture.add_argument("--out", metavar="FILE",
+                         help="file to write (default: ami-capture-<time>.log here; - for "
+                         "standard output, e.g. `| asterisk-miitel replay -`)")
 
     calls = add("calls", "recent calls, newest first: time, id, event_type, parties, state, "
                 "reason ('calls show ID': one call in full)",
@@ -237,6 +250,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_status(config, as_json=args.json, config_file=args.config))
     if args.command == "calls":
         return asyncio.run(_calls(args, config))
+    if args.command == "capture":
+        return _capture(args, config)
     if args.command == "retry":
         return asyncio.run(_retry(args, config))
     raise UserError(f"unknown command {args.command}")
@@ -245,31 +260,122 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace, config: Config) -> int:
     import os
 
-    from .replay import iter_lines, replay_stream
+    from .replay import Tally, iter_lines, replay_stream, transcript_problem, verdict
 
-    found = 0
+    tally = Tally()
 
     def emit(outcome: Outcome) -> None:
-        nonlocal found
-        found += 1
-        for line in iter_lines(outcome, args.explain):
+        tally.add(verdict(outcome, config)[0])
+        for line in iter_lines(outcome, args.explain, config):
             print(line, file=sys.stderr if not args.explain else sys.stdout)
         if outcome.call_data is not None and not outcome.skip:
             print(json.dumps(outcome.call_data.payload(), ensure_ascii=False), flush=True)
 
+    name = "standard input" if args.file == "-" else args.file
     try:
-        size = os.path.getsize(args.file)
-        with open(args.file, "rb") as stream:
-            show = Progress("replay", size) if size > PROGRESS_FROM else None
-            replay_stream(stream, config, emit, start_time=os.path.getmtime(args.file) - 3600,
-                          total=size, progress=show)
-            if show is not None:
-                show.finish(f"{found} recording(s)")
+        if args.file == "-":  # `capture ... --out - | replay -`, or a pipe from ssh
+            stream = _Counting(sys.stdin.buffer)
+            tracker, parser = replay_stream(stream, config, emit, start_time=time.time() - 3600)
+        else:
+            size = os.path.getsize(args.file)
+            with open(args.file, "rb") as fh:
+                stream = _Counting(fh)
+                show = Progress("replay", size) if size > PROGRESS_FROM else None
+                tracker, parser = replay_stream(
+                    stream, config, emit, start_time=os.path.getmtime(args.file) - 3600,
+                    total=size, progress=show)
+                if show is not None:
+                    show.finish(f"{tally.total} recording(s)")
     except OSError as exc:
-        raise UserError(f"cannot read {args.file}: {exc.strerror}") from None
-    if not found:
-        print("no recordings in this transcript (no MixMonitor started)", file=sys.stderr)
+        raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+    problem = transcript_problem(tracker, parser, stream.count)
+    if problem:
+        print(f"asterisk-miitel: {name} {problem}", file=sys.stderr)
+        return 1
+    if not tally.total:
+        print(f"no recordings in this transcript ({tracker.stats.events} events, no MixMonitor "
+              "started): were calls recorded while it was captured?", file=sys.stderr)
+    else:
+        print(tally.summary(), file=sys.stderr)
     return 0
+
+
+def _capture(args: argparse.Namespace, config: Config) -> int:
+    import os
+    import signal
+
+    from .ami.capture import CaptureError, CaptureStats, capture
+
+    if not 0 < args.minutes <= 24 * 60:
+        raise UserError("--minutes must be more than 0 and at most 1440 (a day)")
+    secrets = [config.ami.secret.get_secret_value()]
+    if config.miitel.webhook_url is not None:
+        url = config.miitel.webhook_url.get_secret_value()
+        secrets += [url, *url.split("/")[3:]]
+    secrets += [v.get_secret_value() for v in config.miitel.headers.values()]
+    to_stdout = args.out == "-"
+    path = args.out or time.strftime("ami-capture-%Y%m%d-%H%M%S.log")
+    if to_stdout:
+        out = sys.stdout.buffer
+    else:
+        try:  # owner-only, never over an existing file: it holds callers' numbers
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UserError(f"{path} exists: choose another --out") from None
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        out = os.fdopen(fd, "wb")
+    where = f"{config.ami.host}:{config.ami.port}"
+    print(f"capturing AMI from {where} as {config.ami.username!r} for {args.minutes:g} min "
+          f"into {'standard output' if to_stdout else path}; make a few typical calls now "
+          "(Ctrl-C stops early)", file=sys.stderr, flush=True)
+
+    def progress(stats: CaptureStats) -> None:
+        print(f"capture: {stats.seconds / 60:.0f} min, {stats.events} events, "
+              f"{stats.recordings} recording(s) started", file=sys.stderr, flush=True)
+
+    async def go() -> CaptureStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await capture(config.ami, out, args.minutes * 60, secrets=secrets, stop=stop,
+                             progress=progress)
+
+    try:
+        stats = asyncio.run(go())
+    except CaptureError as exc:
+        if not to_stdout:
+            out.close()
+            os.unlink(path)
+        raise UserError(str(exc)) from None
+    finally:
+        if not to_stdout and not out.closed:
+            out.close()
+    print(f"capture: {stats.ended} after {stats.seconds:.0f} s: {stats.events} events, "
+          f"{stats.recordings} recording(s) started, {stats.bytes} bytes"
+          + (f", {stats.redacted} secret value(s) redacted" if stats.redacted else ""),
+          file=sys.stderr)
+    if not to_stdout:
+        if not stats.events:
+            print("no events arrived: were calls made? Does the AMI user have read = "
+                  "call,dialplan,agent,user? (`asterisk-miitel check` says more)",
+                  file=sys.stderr)
+        print(f"next: asterisk-miitel replay {path} --explain", file=sys.stderr)
+    return 0 if stats.ended in ("time is up", "stopped") else 1
+
+
+class _Counting:
+    """A binary stream that counts what was read (empty input is an error)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.count += len(data)
+        return data
 
 
 PROGRESS_FROM = 4 * 1024 * 1024  # bytes: smaller inputs finish before a bar would help
