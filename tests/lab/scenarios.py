@@ -231,7 +231,7 @@ def s_click_to_call(lab: Lab, cap: Runner) -> Truth:
     user = cap.start("user", "uas_hangup", ip=PHONES["1001"].ip, duration_ms=6000)
     cust = cap.start("customer", "uas_talk", ip=TRUNK.ip)
     t0 = time.time()
-    lab.originate("PJSIP/desk-suzuki", context="from-internal", exten="00312345678",
+    lab.originate(lab.device("1001"), context="from-internal", exten="00312345678",
                   caller_id='"Suzuki Ichiro" <1001>')
     res = user.wait()
     cap.results["user"] = res
@@ -264,6 +264,24 @@ def s_inbound_answered(lab: Lab, cap: Runner, *, duration_ms: int = 5000) -> Tru
               answered_by="1001", did="0312345678",
               expected={"event_type": "INCOMING_CALL", "recorded_channel": "PJSIP/trunk",
                         "left": "customer (silent)", "right": "1001 (talks)"})
+    _times(t, res)
+    return t
+
+
+@scenario("plain_mixmonitor")
+def s_plain_mixmonitor(lab: Lab, cap: Runner, *, duration_ms: int = 5000) -> Truth:
+    cap.start("callee", "uas_talk", ip=PHONES["1001"].ip)
+    res = cap.run("caller", "uac_silent", ip=TRUNK.ip, service="0312345684",
+                  inf=[list(CUSTOMER)], duration_ms=duration_ms)
+    t = Truth("The customer calls DID 0312345684, whose dialplan records with a plain "
+              "MixMonitor(in-${UNIQUEID}.wav,b) (no asterisk-miitel snippet, no "
+              "MiiTelRecording) and dials 1001, which answers and talks; the customer is "
+              f"silent and hangs up after {_s(duration_ms)}.",
+              [customer("caller", "silent", "uac_silent"),
+               phone("1001", "callee", "talks", "uas_talk")],
+              answered_by="1001", did="0312345684",
+              expected={"event_type": "INCOMING_CALL", "recorded_channel": "the trunk's",
+                        "recording": "mono WAV (MONAURAL): 1001's voice"})
     _times(t, res)
     return t
 
