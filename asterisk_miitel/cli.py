@@ -428,7 +428,7 @@ async def _status(config: Config, *, as_json: bool = False,
         # First: calls only a person can settle (MiiTel may have them).
         unknown = await outcome_unknown_lines(outbox, command=resend, tz=tz)
         service = await ops_calls.service_state(outbox)
-        last = await ops_calls.recent(outbox, tz, limit=1)
+        last = await ops_calls.recent(outbox, tz, limit=1, suffix=_config_suffix(config_file))
         if as_json:
             doc = {
                 "service": service.as_dict(),
@@ -462,7 +462,7 @@ async def _status(config: Config, *, as_json: bool = False,
 
 
 def _service_lines(service: ServiceState, config: Config) -> list[str]:
-    from .ops.calls import ago
+    from .ops.calls import ago, when
 
     if service.running is None:
         return [f"service: unknown ({service.how}): start it with `asterisk-miitel run`"]
@@ -477,22 +477,31 @@ def _service_lines(service: ServiceState, config: Config) -> list[str]:
         lines.append("AMI: not followed (the service was started without a listener)")
     elif ami.get("connected"):
         since = ami.get("since")
-        lines.append(f"AMI: connected to {ami.get('host')}"
-                     + (f" since {ago(time.time() - since)}" if since else ""))
+        lines.append(f"AMI: connected to {ami.get('host')}" + (
+            f" since {when(since, config.pbx.tz())} ({ago(time.time() - since)})"
+            if since else ""))
     else:
         lines.append(f"AMI: NOT connected to {ami.get('host')}: check that Asterisk runs and "
                      "[ami] (`asterisk-miitel check` says more)")
     return lines
 
 
+def _config_suffix(config_file: str | None) -> str:
+    """` --config FILE` for the commands we print: another config is another outbox."""
+    import shlex
+
+    return f" --config {shlex.quote(str(config_file))}" if config_file else ""
+
+
 async def _calls(args: argparse.Namespace, config: Config) -> int:
     from .ops import calls as ops_calls
 
     tz = config.pbx.tz()
+    suffix = _config_suffix(args.config)
     async with _open_outbox(config) as outbox:
         if args.calls_command == "show":
             try:
-                call = await ops_calls.show(outbox, args.id, tz)
+                call = await ops_calls.show(outbox, args.id, tz, suffix)
             except LookupError as exc:
                 raise UserError(str(exc)) from None
             print(json.dumps(call.as_dict(), ensure_ascii=False) if args.json else call.text())
@@ -505,7 +514,8 @@ async def _calls(args: argparse.Namespace, config: Config) -> int:
         if args.limit < 1:
             raise UserError("--limit must be at least 1")
         found = await ops_calls.recent(outbox, tz, states=states, since=since,
-                                       extension=args.extension, limit=args.limit)
+                                       extension=args.extension, limit=args.limit,
+                                       suffix=suffix)
     for call in found:
         print(json.dumps(call.as_dict(), ensure_ascii=False) if args.json else call.text())
     if not found and not args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -76,6 +77,42 @@ async def test_every_step_of_a_real_call_is_recorded_with_its_time(
     assert "MiiTel has the recording" in text
     assert '"event_type": "INCOMING_CALL"' in text and shown.prepared is not None
     assert "upload_url" not in json.dumps(shown.as_dict())  # the signed URL is a secret
+
+
+async def status_of(config: Path) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asterisk_miitel", "status", "--config", str(config),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    return out.decode()
+
+
+async def test_status_says_whether_the_service_runs_and_ami_is_connected(
+    tmp_path: Path, recording: Path  # noqa: F811
+) -> None:
+    toml = tmp_path / "status.toml"
+    toml.write_text(f'[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n')
+    async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(demo_events()) as ami:
+        async with running(service_config(tmp_path, ami.port, standin.webhook_url)) as service:
+            await wait_for(done(service))
+            state = await ops_calls.service_state(service.outbox)
+            running_text = await status_of(toml)
+            ami.cut()  # the link drops: status knows at once, not at the next heartbeat
+
+            async def down() -> bool:
+                s = await ops_calls.service_state(service.outbox)
+                return s.ami is not None and s.ami["connected"] is False
+            await wait_for(down, 3.0)
+        stopped_text = await status_of(toml)
+    assert state.running is True and state.ami is not None and state.uploads is True
+    assert state.ami["connected"] is True and state.ami["host"] == f"127.0.0.1:{ami.port}"
+    lines = running_text.splitlines()
+    assert lines[0].startswith("service: running (heartbeat ") and f"pid {os.getpid()}" in lines[0]
+    assert lines[1].startswith(f"AMI: connected to 127.0.0.1:{ami.port} since ")
+    assert lines[2].startswith("last call: ") and "INCOMING_CALL" in lines[2] and "uploaded" in (
+        lines[2])
+    assert stopped_text.startswith("service: NOT running (it stopped at ")
 
 
 async def test_retries_and_a_person_s_retry_are_steps(tmp_path: Path) -> None:
@@ -220,7 +257,9 @@ def test_the_commands(tmp_path: Path) -> None:
     assert doc["id"] == "cli:a.raw:1" and doc["state"] == "set_aside"
     assert doc["reason_code"] == "users" and "retry cli:a.raw:1" in doc["action"]
     shown = cli("calls", "show", "a.raw", "--config", str(config))
-    assert shown.returncode == 0 and "steps:" in shown.stdout and "next:" in shown.stdout
+    assert shown.returncode == 0 and "steps:" in shown.stdout
+    # the command to run names the same config: another config is another outbox
+    assert f"`asterisk-miitel retry cli:a.raw:1 --config {config}`" in shown.stdout
     assert json.loads(cli("calls", "show", "cli:b.raw:2", "--json", "--config",
                           str(config)).stdout)["state"] == "uploaded"
     ambiguous = cli("calls", "show", "cli:", "--config", str(config))

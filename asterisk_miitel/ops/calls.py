@@ -96,24 +96,25 @@ def parties_text(call_data: dict[str, Any] | None) -> str:
     return " -> ".join(parts) or "-"
 
 
-def line(row: Row, tz: tzinfo | None) -> CallLine:
+def line(row: Row, tz: tzinfo | None, suffix: str = "") -> CallLine:
     data = row.call_data or {}
     return CallLine(
         id=row.id, at=call_time(row), time=when(call_time(row), tz),
         event_type=data.get("event_type"), parties=parties_text(row.call_data),
         state=row.state, reason_code=row.reason_code,
         reason=scrub(row.reason) if row.reason else None, source=row.source,
-        action=next_action(row),
+        action=next_action(row, suffix),
     )
 
 
 # -- what to do next ---------------------------------------------------------------------
 
 
-def next_action(row: Row) -> str:
-    """The exact next step for a person, with the command to run."""
-    retry = f"`{COMMAND} retry {row.id}`"
-    force = f"`{COMMAND} retry --force {row.id}`"
+def next_action(row: Row, suffix: str = "") -> str:
+    """The exact next step for a person, with the command to run; `suffix`: what
+    the command needs after it to reach the same outbox (` --config FILE`)."""
+    retry = f"`{COMMAND} retry {row.id}{suffix}`"
+    force = f"`{COMMAND} retry --force {row.id}{suffix}`"
     code = row.reason_code or ""
     if row.state in DONE:
         return "nothing: MiiTel has it"
@@ -244,12 +245,12 @@ class CallDetail:
         return "\n".join(lines)
 
 
-def detail(row: Row, steps: Sequence[Step], tz: tzinfo | None) -> CallDetail:
+def detail(row: Row, steps: Sequence[Step], tz: tzinfo | None, suffix: str = "") -> CallDetail:
     def t(epoch: float | None) -> str | None:
         return when(epoch, tz) if epoch else None
 
     return CallDetail(
-        line=line(row, tz), file=row.file, audio=row.audio,
+        line=line(row, tz, suffix), file=row.file, audio=row.audio,
         prepared=_public_prepared(row.prepared), call_data=row.call_data,
         steps=[StepLine(s.at, when(s.at, tz, precise=True), s.state,
                         scrub(s.detail) if s.detail else STEP_MEANING.get(s.state))
@@ -273,12 +274,12 @@ def _public_prepared(prepared: dict[str, Any] | None) -> dict[str, Any] | None:
 
 async def recent(outbox: Outbox, tz: tzinfo | None, *, states: Sequence[str] = (),
                  since: float | None = None, extension: str | None = None,
-                 limit: int = DEFAULT_LIMIT) -> list[CallLine]:
+                 limit: int = DEFAULT_LIMIT, suffix: str = "") -> list[CallLine]:
     rows = await outbox.recent(states=states, since=since, extension=extension, limit=limit)
-    return [line(r, tz) for r in rows]
+    return [line(r, tz, suffix) for r in rows]
 
 
-async def show(outbox: Outbox, text: str, tz: tzinfo | None) -> CallDetail:
+async def show(outbox: Outbox, text: str, tz: tzinfo | None, suffix: str = "") -> CallDetail:
     """One call by its id or an unambiguous part of it. Raises LookupError."""
     ids = await outbox.find(text)
     if not ids:
@@ -289,7 +290,7 @@ async def show(outbox: Outbox, text: str, tz: tzinfo | None) -> CallDetail:
                           "give more of the id")
     row = await outbox.get(ids[0])
     assert row is not None
-    return detail(row, await outbox.steps(row.id), tz)
+    return detail(row, await outbox.steps(row.id), tz, suffix)
 
 
 # -- filters a person types --------------------------------------------------------------
