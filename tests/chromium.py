@@ -49,8 +49,9 @@ def ensure_chromium() -> str:
                                   "install it (apt-get install chromium)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     upd = subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+    # fonts-liberation: chromium only recommends it, and a screenshot needs a font
     inst = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium",
-                           "fonts-noto-cjk"], env=env, capture_output=True, text=True)
+                           "fonts-liberation"], env=env, capture_output=True, text=True)
     found = find_chromium()
     if inst.returncode != 0 or not found:
         tail = "\n".join((upd.stdout + upd.stderr + inst.stdout + inst.stderr).splitlines()[-25:])
