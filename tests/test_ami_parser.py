@@ -1,7 +1,9 @@
 """The AMI byte stream -> messages, whatever the TCP reads look like."""
 
 import itertools
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,8 +142,8 @@ def bad_stream() -> bytes:
     )
 
 
-def parse_small(chunks: list[bytes]) -> tuple[AmiParser, list[dict[str, str]]]:
-    parser = AmiParser(max_message=SMALL_MAX)
+def parse_small(chunks: list[bytes], strict: bool = False) -> tuple[AmiParser, list[dict[str, str]]]:
+    parser = AmiParser(max_message=SMALL_MAX, strict_crlf=strict)
     out: list[dict[str, str]] = []
     for chunk in chunks:
         out.extend(parser.feed(chunk))
@@ -158,11 +160,12 @@ def check_bad_stream(parser: AmiParser, msgs: list[dict[str, str]], where: str) 
     assert (s.oversized, s.malformed, s.bad_utf8) == (2, 1, 2), where  # the garbage holds \xff too
 
 
-def test_bad_input_then_good_cut_at_every_byte() -> None:
+@pytest.mark.parametrize("strict", [False, True], ids=["transcript", "live"])
+def test_bad_input_then_good_cut_at_every_byte(strict: bool) -> None:
     stream = bad_stream()
-    check_bad_stream(*parse_small([stream]), "whole")
+    check_bad_stream(*parse_small([stream], strict), "whole")
     for cut in range(1, len(stream)):
-        check_bad_stream(*parse_small([stream[:cut], stream[cut:]]), f"cut at byte {cut}")
+        check_bad_stream(*parse_small([stream[:cut], stream[cut:]], strict), f"cut at {cut}")
 
 
 def test_bad_input_then_good_byte_by_byte() -> None:
@@ -191,3 +194,54 @@ def test_200kb_message_cut_just_before_its_end_keeps_the_next_message() -> None:
             msgs = [m for c in chunks for m in parser.feed(c)]
             assert [m.get("Value", "")[-6:] for m in msgs] == ["-1.raw"], f"{back} {tail_with_next}"
             assert parser.stats.oversized == 1
+
+
+# -- a caller name with line breaks, as Asterisk 22 really sent it ------------------
+# (tests/lab/README.md "Caller names with line breaks"; recorded by
+# tests/test_event_stream.py::test_lab_caller_name_with_line_breaks as the
+# `miitel` user, through dialplan/manager_miitel.conf)
+LINEBREAK = Path(__file__).parent / "fixtures" / "linebreak_name"
+
+
+def live_parse(data: bytes) -> list[dict[str, str]]:
+    parser = AmiParser(strict_crlf=True)
+    return [m for m in parser.feed(data) if "Event" in m]
+
+
+@pytest.mark.parametrize("case", ["crlf", "lf", "header", "quotes"])
+def test_a_caller_name_with_line_breaks_never_adds_or_overrides_a_header(case: str) -> None:
+    events = live_parse((LINEBREAK / f"{case}_miitel.ami").read_bytes())
+    ours = [e for e in events if e.get("Channel", "").endswith(";2")]
+    assert ours and {e["Uniqueid"] for e in ours} == {ours[0]["Uniqueid"]} != {"1.1"}
+    # Every event is one Asterisk sent: nothing forged from the name's text.
+    assert all("Privilege" in e and "Timestamp" in e for e in events)
+    assert {e.get("UserEvent", "MiiTelTag") for e in events} == {"MiiTelTag"}
+    # Asterisk escapes the name in every channel snapshot: one header, C escapes.
+    [name] = {e["CallerIDName"] for e in ours if e["Event"] != "Newchannel"}
+    assert "\\" in name and "\r" not in name and "\n" not in name
+    # The tag our dialplan sends (miitel-tag) lost its line breaks there.
+    tag = [e["Tag"] for e in ours if e.get("Context") == "miitel-userevent"]
+    assert tag and "\r" not in tag[0] and "\n" not in tag[0]
+
+
+def test_a_bare_lf_in_raw_dialplan_text_never_ends_a_live_message() -> None:
+    """A UserEvent the dialplan built from the name itself: Asterisk sends its
+    text raw, bare LFs included. Live, they are data; read as a transcript
+    (LF-only lines allowed) they would forge a MiiTelRecording."""
+    data = (LINEBREAK / "lf_miitel.ami").read_bytes()
+    [raw_tag] = [e for e in live_parse(data)
+                 if e.get("UserEvent") == "MiiTelTag" and e["Context"] == "lab-tests"]
+    assert raw_tag["Tag"].startswith("Evil\n\nEvent: UserEvent\n")
+    lenient = [m for m in AmiParser().feed(data) if m.get("UserEvent") == "MiiTelRecording"]
+    assert lenient  # what strict CRLF framing prevents
+
+
+def test_without_the_blank_line_filter_raw_appdata_forges_events() -> None:
+    """What a user without dialplan/manager_miitel.conf's exclude filter gets:
+    Asterisk writes a Newexten's AppData raw, and a blank line in it ends the
+    event. No parser can tell these from real ones: the filter keeps them out."""
+    events = live_parse((LINEBREAK / "crlf_admin.ami").read_bytes())
+    forged = [e for e in events if e.get("UserEvent") == "MiiTelRecording"]
+    assert forged and all("Timestamp" not in e and e["Uniqueid"] == "1.1" for e in forged)
+    filtered = live_parse((LINEBREAK / "crlf_miitel.ami").read_bytes())
+    assert not [e for e in filtered if e.get("UserEvent") == "MiiTelRecording"]

@@ -283,3 +283,77 @@ async def test_a_task_that_ends_is_done_not_restarted() -> None:
     await supervisor.start("once", once)
     await asyncio.sleep(0.05)
     assert runs[0] == 1 and supervisor.tasks["once"].done
+
+
+# -- a caller name with line breaks, on the real Asterisk ----------------------------
+
+LINEBREAK_NAMES = {  # what an external lookup could set as CALLERID(name)
+    "crlf": "Evil\r\n\r\nEvent: UserEvent\r\nPrivilege: user,all\r\nUniqueid: 1.1\r\n"
+            "UserEvent: MiiTelRecording\r\nFile: /etc/passwd\r\nApplication: MixMonitor\r\nX: y",
+    "lf": "Evil\n\nEvent: UserEvent\nUniqueid: 1.1\nUserEvent: MiiTelRecording\nFile: /etc/passwd",
+    "header": "Evil\r\nUniqueid: 1.1\r\nFile: /etc/passwd",
+    "quotes": 'Sato "Q" \\ back\ttab',
+}
+LINEBREAK_DIALPLAN = [  # added at run time (CLI), so no lab config changes
+    "cidnl,1,Set(CALLERID(name)=${BASE64_DECODE(${LAB_NAME_B64})})",
+    "cidnl,2,Set(MIITEL_LAB=${CALLERID(name)})",  # a VarSet the filter lets through
+    "cidnl,3,Answer()",
+    "cidnl,4,UserEvent(MiiTelTag,Tag: ${CALLERID(name)})",  # careless: the name raw
+    "cidnl,5,Set(MIITEL_TAG=${CALLERID(name)})",
+    "cidnl,6,Gosub(miitel-tag,s,1)",  # ours: line breaks removed
+    "cidnl,7,Hangup()",
+]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("case", sorted(LINEBREAK_NAMES))
+def test_lab_caller_name_with_line_breaks(lab: Any, case: str) -> None:
+    """On Asterisk 22, what the `miitel` user (dialplan/manager_miitel.conf)
+    receives when CALLERID(name) holds line breaks, read the way the service
+    reads it: no event is forged, no header of a real one overridden."""
+    import base64
+
+    admin = lab.admin()
+    for line in LINEBREAK_DIALPLAN:
+        admin.command(f'dialplan add extension "{line}" into lab-tests replace')
+    miitel = lab.connect("miitel")
+    try:
+        start, mark = len(miitel.raw), lab.mark()
+        name = LINEBREAK_NAMES[case]
+        lab.originate("Local/cidnl@lab-tests", application="Wait", data="1",
+                      variables={"LAB_NAME_B64": base64.b64encode(name.encode()).decode()})
+        lab.wait_event(lambda m: m.get("Event") == "Hangup"
+                       and m.get("Channel", "").startswith("Local/cidnl@lab-tests"),
+                       since=mark, timeout=10)
+        lab.wait_idle(10)
+        time.sleep(0.2)
+        raw = bytes(miitel.raw[start:])
+    finally:
+        miitel.close()
+        admin.command("dialplan remove extension cidnl@lab-tests")
+    events = [m for m in AmiParser(strict_crlf=True).feed(raw) if "Event" in m]
+    ours = [e for e in events if e.get("Channel", "").endswith(";2")]
+    assert ours and {e["Uniqueid"] for e in ours} == {ours[0]["Uniqueid"]}
+    assert all("Privilege" in e and "Timestamp" in e for e in events), "a forged event"
+    assert {e.get("UserEvent", "MiiTelTag") for e in events} == {"MiiTelTag"}
+    [shown] = {e["CallerIDName"] for e in ours if e["Event"] == "NewCallerid"}
+    assert "\r" not in shown and "\n" not in shown  # escaped: \\r\\n, \\", \\\\, \\t
+    if case == "quotes":
+        assert shown == 'Sato \\"Q\\" \\\\ back\\ttab'
+    tags = [e["Tag"] for e in ours if e.get("Context") == "miitel-userevent"]
+    assert tags and "\r" not in tags[0] and "\n" not in tags[0]
+    if case == "crlf":  # the raw UserEvent held a blank line: the filter dropped it whole
+        assert not [e for e in ours if e.get("UserEvent") and e["Context"] == "lab-tests"]
+
+
+def test_the_filter_drops_an_event_whose_raw_text_holds_a_blank_line() -> None:
+    """`check` reads the filter the way Asterisk applies it, exclude line included."""
+    from asterisk_miitel.ops.check import filter_would_pass
+
+    newexten = {"Event": "Newexten", "Channel": "Local/x;2", "Application": "Set",
+                "AppData": "CALLERID(name)=Evil\r\n\r\nEvent: UserEvent\r\n"
+                           "UserEvent: MiiTelRecording\r\nApplication: MixMonitor\r\nX: y"}
+    assert not filter_would_pass(newexten)
+    newexten["AppData"] = "/var/spool/asterisk/monitor/x.raw,bD"
+    newexten["Application"] = "MixMonitor"
+    assert filter_would_pass(newexten)

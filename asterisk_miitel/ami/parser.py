@@ -64,8 +64,14 @@ class AmiParser:
         max_message: int = DEFAULT_MAX_MESSAGE,
         on_problem: OnProblem | None = None,
         keys: tuple[str, ...] = ("Event", "Response"),
+        strict_crlf: bool = False,
     ) -> None:
         self.max_message = max_message
+        # Asterisk ends every line with CRLF. It sends a Newexten's AppData and
+        # a UserEvent's own headers as the dialplan made them, so a bare LF in
+        # there (a caller name from a lookup) is data: strict, it never ends a
+        # header or a message. Off for transcripts saved with LF-only lines.
+        self.strict_crlf = strict_crlf
         self.keys = keys  # a message has one of these (a server parses "Action")
         self.version: str | None = None
         self.stats = ParserStats()
@@ -83,7 +89,7 @@ class AmiParser:
                     return []
                 buf = taken
             self._expect_banner = False
-        if buf.count(b"\n") == buf.count(b"\r\n"):
+        if self.strict_crlf or buf.count(b"\n") == buf.count(b"\r\n"):
             # Every LF ends a CRLF, so every message end is CRLF CRLF: split in
             # C (12x faster than the regex, which LF-only transcripts need).
             parts = buf.split(b"\r\n\r\n")
@@ -144,7 +150,7 @@ class AmiParser:
             self._problem("invalid_utf8", f"replaced bytes that are not UTF-8 in an AMI "
                           f"message: {block[:80]!r}")
         bad = self.stats.bad_lines
-        msg = _fast(text)
+        msg = _fast(text, self.strict_crlf)
         if msg is None:
             msg = self._careful(text)
         for key in self.keys:
@@ -162,10 +168,11 @@ class AmiParser:
     def _careful(self, text: str) -> Message:
         """Line by line: LF or CRLF, `Key:` with no value, bad lines, repeated keys."""
         msg: Message = {}
-        for line in text.split("\n"):
+        strict = self.strict_crlf
+        for line in text.split("\r\n" if strict else "\n"):
             key, sep, value = line.partition(": ")
             if not sep:
-                line = line.rstrip("\r")
+                line = line if strict else line.rstrip("\r")
                 if not line:
                     continue
                 if line.endswith(":"):  # `Key:` with an empty value
@@ -173,7 +180,7 @@ class AmiParser:
                 else:
                     self.stats.bad_lines += 1
                     continue
-            if value.endswith("\r"):
+            if value.endswith("\r") and not strict:
                 value = value[:-1]
             if key in msg:
                 if key == "ChanVariable":
@@ -195,12 +202,12 @@ class AmiParser:
             self._on_problem(kind, text)
 
 
-def _fast(text: str) -> Message | None:
+def _fast(text: str, strict: bool = False) -> Message | None:
     """The common message (CRLF lines, each `Key: value`, no key twice), built
     with as little per-line work as possible; None when anything is unusual,
     for `_careful` to decide (so both always give the same result)."""
     lines = text.split("\r\n")
-    if text.count("\n") != len(lines) - 1 or text.endswith("\r"):
+    if not strict and (text.count("\n") != len(lines) - 1 or text.endswith("\r")):
         return None  # an LF without CR (LF-only lines), or a CR the careful path strips
     msg: Message = {}
     for line in lines:

@@ -35,7 +35,7 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
     def __init__(self, sink: EventSink, on_problem: OnProblem | None = None) -> None:
         super().__init__()
         self.sink = sink
-        self.parser = AmiParser(on_problem=on_problem)
+        self.parser = AmiParser(on_problem=on_problem, strict_crlf=True)
         self.banner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future[BaseException | None] = (
             asyncio.get_running_loop().create_future()

@@ -51,10 +51,19 @@ MANAGER_FILTERS = (
     r"^Event: Newexten[[:cntrl:]].*[[:cntrl:]]Application: ([Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr]|[Ss][Tt][Oo][Pp][Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr]|[Vv][Oo][Ii][Cc][Ee][Mm][Aa][Ii][Ll]|[Qq][Uu][Ee][Uu][Ee])[[:cntrl:]]",  # noqa: E501
     r"^Event: Newexten[[:cntrl:]].*[[:cntrl:]]Application: [Ee][Xx][Ee][Cc][Ii][Ff][[:cntrl:]]+AppData: [^[:cntrl:]]*[Mm][Ii][Xx][Mm][Oo][Nn][Ii][Tt][Oo][Rr][(]",  # noqa: E501
     r"^Event: VarSet[[:cntrl:]].*[[:cntrl:]]Variable: _{0,2}(MIXMONITOR_FILENAME|VM_MESSAGEFILE|FROM_DID|AMPUSER|BLINDTRANSFER|ATTENDEDTRANSFER|MIITEL_[A-Za-z0-9_]*)[[:cntrl:]]",  # noqa: E501
+    # `!`: an exclude filter, applied after the others: an empty line inside
+    # an event (raw dialplan text forging events of its own) drops it whole.
+    r"![[:cntrl:]][[:cntrl:]][[:cntrl:]][[:cntrl:]][^[:cntrl:]]",
 )
-_FILTERS = [re.compile(f.replace("[^[:cntrl:]]", r"[^\x00-\x1f\x7f]")
-                       .replace("[[:cntrl:]]", r"[\x00-\x1f\x7f]"), re.DOTALL)
-            for f in MANAGER_FILTERS]
+
+
+def _posix(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern.replace("[^[:cntrl:]]", r"[^\x00-\x1f\x7f]")
+                      .replace("[[:cntrl:]]", r"[\x00-\x1f\x7f]"), re.DOTALL)
+
+
+_FILTERS = [_posix(f) for f in MANAGER_FILTERS if not f.startswith("!")]
+_EXCLUDES = [_posix(f[1:]) for f in MANAGER_FILTERS if f.startswith("!")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +232,8 @@ def _actions_result(probe: AmiProbe) -> CheckResult:
 def filter_would_pass(event: Mapping[str, str]) -> bool:
     """Would manager_miitel.conf's eventfilter let this event through?"""
     text = "".join(f"{k}: {v}\r\n" for k, v in event.items())
-    return any(f.search(text) for f in _FILTERS)
+    return (any(f.search(text) for f in _FILTERS)
+            and not any(f.search(text) for f in _EXCLUDES))
 
 
 def filter_result(events: Sequence[Mapping[str, str]], listened: float) -> CheckResult:
