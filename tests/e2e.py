@@ -126,6 +126,9 @@ wait_timeout = 5
 min_free_mb = 0
 dirs = ["{lab.recordings_dir}"]
 
+[catchup]
+voicemail_dirs = ["{lab.voicemail_dir}"]  # the lab's spool: the path rule allows it
+
 [outbox]
 path = "{tmp / 'outbox.sqlite3'}"
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .snapshot import dump_recording, load_recording
 from .state import Channel, Recording, Segment
 from .tracker import CallTracker
+
+if TYPE_CHECKING:
+    from ..recordings.allowed import AllowedDirs
 
 HISTORY = "history:"  # key prefix: a channel's past, kept between two recordings
 
@@ -146,15 +149,19 @@ def estimate_answer(rec: Recording, end: float, seconds: float | None) -> None:
     )
 
 
-def recording_seconds(path: str, mode: str, rate: int) -> float | None:
-    """How much audio a finished recording holds, from its size or header."""
-    from ..recordings import probe
+def recording_seconds(path: str, mode: str, rate: int,
+                      allowed: AllowedDirs | None = None) -> float | None:
+    """How much audio a finished recording holds, from its size or header.
+    With `allowed`, a name outside the path rule is never looked at (None)."""
+    from ..recordings import RecordingError, probe
 
+    if allowed is not None and not allowed.permits(path):
+        return None
     try:
         size = os.stat(path).st_size
-    except OSError:
+        if path.lower().endswith((".raw", ".sln", ".slin")):
+            channels = 2 if mode == "interleaved" else 1
+            return size / (2 * channels * rate)
+        return probe(path, allowed.open_file if allowed is not None else None).duration
+    except (OSError, RecordingError):
         return None
-    if path.lower().endswith((".raw", ".sln", ".slin")):
-        channels = 2 if mode == "interleaved" else 1
-        return size / (2 * channels * rate)
-    return probe(path).duration

@@ -76,6 +76,15 @@ class SenderStats:
 Observer = Callable[[str, Row, dict[str, Any]], None]
 
 
+@dataclass(slots=True)
+class _Backoff:
+    """A call whose last step raised an error no step expects (a bug, an odd row)."""
+
+    error: str
+    step: int
+    until: float
+
+
 class Sender:
     def __init__(
         self,
@@ -106,6 +115,9 @@ class Sender:
         # uploaded or deleted: names come from AMI, which anyone may write to.
         self.allowed = AllowedDirs.from_config(config)
         self._delete_warned: set[str] = set()  # folders we could not delete in
+        # Calls whose step raised unexpectedly: not picked again before `until`,
+        # and the same error is logged once per step, never once per loop.
+        self._backoff: dict[str, _Backoff] = {}
 
     # -- control ----------------------------------------------------------------------
 
@@ -122,16 +134,26 @@ class Sender:
             self._wake.clear()
             now = self._clock()
             free = 200 - len(self._in_flight)
+            started = 0
             if free > 0:
-                for row in await self.outbox.due(now, free, exclude=self._in_flight):
+                resting = {i for i, b in self._backoff.items() if b.until > now}
+                for row in await self.outbox.due(now, free, exclude={*self._in_flight, *resting}):
                     if row.state == "ready" and self.client is None:
                         self._say_no_url()
                         continue
                     task = asyncio.create_task(self._process(row.id), name=f"call {row.id}")
                     self._in_flight[row.id] = task
                     task.add_done_callback(lambda t, i=row.id: self._done(i, t))
+                    started += 1
             next_at = await self.outbox.next_due_at()
-            delay = 5.0 if next_at is None else min(5.0, max(0.05, next_at - self._clock()))
+            now = self._clock()
+            if next_at is not None and next_at <= now and not started:
+                # Every due call is in flight, resting after an error, or waiting for a
+                # webhook URL: sleep until a rest ends (or a call finishes and wakes us).
+                ends = [b.until - now for b in self._backoff.values() if b.until > now]
+                delay = min([5.0, *ends])
+            else:
+                delay = 5.0 if next_at is None else min(5.0, max(0.05, next_at - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -151,12 +173,33 @@ class Sender:
                     "(a POST cut short is set aside as outcome unknown)", len(pending)
                 )
 
+    # Unexpected errors back off per call: 1 s, 2 s, 4 s ... up to 5 minutes.
+    unexpected_base = 1.0
+    unexpected_max = 300.0
+
     def _done(self, call_id: str, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(call_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("call %s: unexpected error %s: %s", call_id, type(exc).__name__, exc)
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            self._backoff.pop(call_id, None)
+        else:
+            self._unexpected(call_id, exc)
         self._wake.set()
+
+    def _unexpected(self, call_id: str, exc: BaseException) -> None:
+        """One line per backoff step; the traceback when the error is new."""
+        error = f"{type(exc).__name__}: {exc}"
+        last = self._backoff.get(call_id)
+        same = last is not None and last.error == error
+        step = last.step + 1 if same and last is not None else 1
+        delay = min(self.unexpected_max, self.unexpected_base * 2 ** min(step - 1, 16))
+        self._backoff[call_id] = _Backoff(error, step, self._clock() + delay)
+        if same:
+            log.error("call %s: unexpected error again (%d times): %s; next try in %.0f s",
+                      call_id, step, error, delay)
+        else:
+            log.error("call %s: unexpected error %s; it stays at its last saved step, next try "
+                      "in %.0f s", call_id, error, delay, exc_info=exc)
 
     def _say_no_url(self) -> None:
         if not self._warned_no_url:
