@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_due ON calls (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS calls_file ON calls (file);
+-- `calls` and the console list the newest first (by hangup, else when queued).
+CREATE INDEX IF NOT EXISTS calls_time ON calls (COALESCE(ended_at, created_at));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- What happened to each call, when: one row per state change or retried error.
 CREATE TABLE IF NOT EXISTS steps (
