@@ -25,6 +25,7 @@ log = logging.getLogger("asterisk_miitel")
 EPILOG = """\
 examples:
   asterisk-miitel demo                          a real captured call, end to end, on this machine
+  asterisk-miitel setup --pbx plain --dry-run   what installing would change, as a diff
   asterisk-miitel run --config /etc/asterisk-miitel/config.toml
   asterisk-miitel capture --minutes 10          record the PBX's AMI stream (no secrets)
   asterisk-miitel replay capture.log --explain  what each recording would become
@@ -32,8 +33,9 @@ examples:
   asterisk-miitel calls --state set_aside       recent calls; `calls show ID` for one in full
   asterisk-miitel retry --all-set-aside         re-queue calls after fixing their cause
   asterisk-miitel mock-miitel --port 8765       a local MiiTel stand-in for staging
-  asterisk-miitel check                         is everything ready? one line per check
+  asterisk-miitel check --env-file /etc/asterisk-miitel/env   is everything ready?
   asterisk-miitel users import users.csv        extension -> MiiTel user map from a spreadsheet
+  asterisk-miitel users list                    the users the service maps extensions to
   asterisk-miitel backfill --since 2026-11-01   the last weeks' recorded calls, from the CDR
 """
 
@@ -125,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object")
 
     retry = add("retry", "put set-aside calls back in line",
-                "asterisk-miitel retry pbx1:1795468345.4.raw:e4e7265ddfab0f6b")
+                "asterisk-miitel retry "
+                "pbx1:miitel-1795472139-1795472139.4-1.raw:e4e7265ddfab0f6b")
     retry.add_argument("ids", nargs="*", metavar="ID", help="call_data_id(s) from `status`")
     retry.add_argument("--all-set-aside", action="store_true", help="every set-aside call")
     retry.add_argument("--force", action="store_true",
@@ -139,13 +142,16 @@ def _parser() -> argparse.ArgumentParser:
                 "asterisk-miitel check --config /etc/asterisk-miitel/config.toml")
     check.add_argument("--listen", type=float, default=5.0, metavar="SECONDS",
                        help="how long to watch AMI events (make a call meanwhile; default 5)")
+    check.add_argument("--env-file", metavar="FILE",
+                       help="read the secrets from FILE as systemd's EnvironmentFile= does "
+                            "(e.g. /etc/asterisk-miitel/env)")
 
     users = sub.add_parser("users", help="the extension -> MiiTel user map",
                            description="the extension -> MiiTel user map")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     imp = users_sub.add_parser(
         "import", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="import users from a CSV (extension,miitel_user_id,name,number)",
+        help="import users from a CSV (extension,miitel_user_id,name,number,endpoints)",
         description="check every row of a CSV and write the config's users_file",
         epilog="example:\n  asterisk-miitel users import users.csv --dry-run",
     )
@@ -155,6 +161,40 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--replace", action="store_true",
                      help="the CSV is the whole list: drop extensions it does not have")
     imp.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
+    users_sub.add_parser(
+        "list", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the users the service maps extensions to, one line each",
+        description="the users the service maps extensions to ([users] and users_file)",
+        epilog="example:\n  asterisk-miitel users list",
+    )
+    exp = users_sub.add_parser(
+        "export", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="the users as a CSV that `users import` reads back",
+        description="the users as a CSV (extension,miitel_user_id,name,number,endpoints)",
+        epilog="example:\n  asterisk-miitel users export --output users.csv",
+    )
+    exp.add_argument("--output", metavar="FILE", help="write FILE (default: standard output)")
+
+    setup = add("setup", "install the dialplan, the manager user, the config, the env file "
+                "and the systemd unit (idempotent; --dry-run shows the diff)",
+                "asterisk-miitel setup --pbx plain --dry-run")
+    setup.add_argument("--pbx", choices=["plain", "freepbx"], required=True,
+                       help="plain Asterisk, or FreePBX 16/17 (its *_custom.conf files)")
+    setup.add_argument("--dry-run", action="store_true",
+                       help="print what would change as a unified diff; write nothing")
+    setup.add_argument("--force", action="store_true",
+                       help="replace files changed locally since setup wrote them (.bak kept)")
+    setup.add_argument("--etc", default="/etc/asterisk", metavar="DIR",
+                       help="Asterisk's configuration folder (default /etc/asterisk)")
+    setup.add_argument("--config-dir", default="/etc/asterisk-miitel", metavar="DIR",
+                       help="this service's folder (default /etc/asterisk-miitel)")
+    setup.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
+                       help="where the systemd unit goes (default /etc/systemd/system)")
+    setup.add_argument("--user", default="asterisk-miitel",
+                       help="the service's system user (default asterisk-miitel)")
+    setup.add_argument("--ami-user", default="miitel", help="the manager user (default miitel)")
+    setup.add_argument("--root", default="/", metavar="DIR",
+                       help="put every path under DIR (a test tree, an image being built)")
 
     backfill = add("backfill", "send recorded calls from the CDR over a date range",
                    "asterisk-miitel backfill --since 2026-11-01 --until 2026-11-20 --dry-run")
@@ -223,19 +263,51 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import run_demo
 
         return asyncio.run(run_demo(keep=args.keep, debug=args.debug))
-    if args.command == "users":
-        # Before _config(): the users file the import creates may not exist yet.
-        from .ops.users import users_import_main
+    if args.command == "setup":
+        from pathlib import Path
 
-        return users_import_main(args.file, args.config, output=args.output,
-                                 replace=args.replace, dry_run=args.dry_run)
+        from .ops.setup import Options, create_service_user, setup_main
+
+        return setup_main(Options(
+            pbx=args.pbx, root=Path(args.root), etc=Path(args.etc),
+            config_dir=Path(args.config_dir), unit_dir=Path(args.unit_dir), user=args.user,
+            ami_user=args.ami_user, dry_run=args.dry_run, force=args.force,
+        ), ensure_user=create_service_user)
+    if args.command == "users":
+        from .ops import users
+
+        if args.users_command == "list":
+            return users.users_list_main(args.config)
+        if args.users_command == "export":
+            return users.users_export_main(args.config, args.output)
+        # Before _config(): the users file the import creates may not exist yet.
+        return users.users_import_main(args.file, args.config, output=args.output,
+                                       replace=args.replace, dry_run=args.dry_run)
+    if args.command == "check" and args.env_file:
+        import os
+        from pathlib import Path
+
+        from .ops.envfile import EnvFileError, read_env_file
+
+        try:  # this process only: the secrets never reach a command line
+            os.environ.update(read_env_file(Path(args.env_file)))
+        except EnvFileError as exc:
+            raise UserError(str(exc)) from None
     config = _config(args)
     if args.command == "check":
+        from pathlib import Path
+
+        from .config import config_path
         from .ops.check import check_main
 
-        return check_main(config, listen_seconds=args.listen)
+        return check_main(config, listen_seconds=args.listen, config_path=config_path(
+            args.config), env_file=Path(args.env_file) if args.env_file else None)
     if args.command == "run":
-        return _run(args, config)
+        from .service import Service
+
+        asyncio.run(Service(config, config_path=args.config).run_until_signalled(
+            args.stop_deadline))
+        return 0
     if args.command == "replay":
         return _replay(args, config)
     if args.command == "backfill":
@@ -251,26 +323,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "retry":
         return asyncio.run(_retry(args, config))
     raise UserError(f"unknown command {args.command}")
-
-
-def _run(args: argparse.Namespace, config: Config) -> int:
-    from .outbox.lock import OutboxLock, OutboxLocked
-    from .service import Service
-
-    # Taken before anything starts: a second `run` on this outbox says who has
-    # it in one line and exits 1, having touched nothing.
-    lock = OutboxLock(config.outbox.path)
-    try:
-        lock.acquire()
-    except OutboxLocked as exc:
-        print(f"asterisk-miitel: {exc}", file=sys.stderr)
-        return 1
-    try:
-        asyncio.run(Service(config, config_path=args.config, outbox_lock=lock)
-                    .run_until_signalled(args.stop_deadline))
-    finally:
-        lock.release()
-    return 0
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
