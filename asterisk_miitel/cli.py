@@ -303,11 +303,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return check_main(config, listen_seconds=args.listen, config_path=config_path(
             args.config), env_file=Path(args.env_file) if args.env_file else None)
     if args.command == "run":
-        from .service import Service
-
-        asyncio.run(Service(config, config_path=args.config).run_until_signalled(
-            args.stop_deadline))
-        return 0
+        return _run(args, config)
     if args.command == "replay":
         return _replay(args, config)
     if args.command == "backfill":
@@ -323,6 +319,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "retry":
         return asyncio.run(_retry(args, config))
     raise UserError(f"unknown command {args.command}")
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    from .outbox.lock import OutboxLock, OutboxLocked
+    from .service import Service
+
+    # Taken before anything starts: a second `run` on this outbox says who has
+    # it in one line and exits 1, having touched nothing.
+    lock = OutboxLock(config.outbox.path)
+    try:
+        lock.acquire()
+    except OutboxLocked as exc:
+        print(f"asterisk-miitel: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(Service(config, config_path=args.config, outbox_lock=lock)
+                    .run_until_signalled(args.stop_deadline))
+    finally:
+        lock.release()
+    return 0
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:

@@ -30,9 +30,10 @@ from .config import Config, ConfigError
 from .miitel.client import MiitelClient, Timeouts
 from .ops.metrics import ServiceMetrics
 from .ops.policy import decide
+from .outbox.lock import OutboxLock
 from .outbox.sender import Sender, map_path
 from .outbox.store import NewCall, Outbox, OutboxFull
-from .recordings import RecordingWatcher
+from .recordings import AllowedDirs, RecordingWatcher
 from .supervisor import Supervisor, about_call
 
 log = logging.getLogger("asterisk_miitel.service")
@@ -63,8 +64,13 @@ class Service:
         clock: Callable[[], float] = time.time,
         listen: bool = True,
         config_path: str | None = None,
+        outbox_lock: OutboxLock | None = None,
     ) -> None:
         self.config = config
+        # One service per outbox (outbox/lock.py): `run` passes the lock it
+        # took; otherwise start() takes it and stop() gives it back.
+        self.outbox_lock = outbox_lock
+        self._own_lock = False
         self.config_path = config_path  # re-read for the users map on SIGHUP
         # Read at scrape time from the stats below; fed per call by the sender.
         self.metrics = ServiceMetrics(self)
@@ -72,7 +78,7 @@ class Service:
         self.clock = clock
         self.stats = ServiceStats()
         self.outbox = Outbox(config.outbox.path, clock=clock)
-        self.watcher = RecordingWatcher()
+        self.watcher = RecordingWatcher(allowed=AllowedDirs.from_config(config))
         self.client: MiitelClient | None = None
         self.sender: Sender | None = None
         self.tracker = CallTracker(
@@ -115,6 +121,9 @@ class Service:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.outbox_lock is None or not self.outbox_lock.held:  # OutboxLocked: nothing ran
+            self.outbox_lock = OutboxLock(self.config.outbox.path).acquire()
+            self._own_lock = True
         await self.outbox.open()
         unknown = await self.outbox.recover_after_crash()
         for call_id in unknown:
@@ -159,6 +168,8 @@ class Service:
 
     async def stop(self, deadline: float = 10.0) -> None:
         """Stop taking calls, persist what is known, let in-flight steps finish."""
+        if self.outbox_lock is None or not self.outbox_lock.held:
+            return  # never started: the outbox is another service's
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
@@ -185,6 +196,8 @@ class Service:
         with contextlib.suppress(Exception):  # a status line must never fail a stop
             await self._write_status(stopped=True)
         await self.outbox.close()
+        if self._own_lock and self.outbox_lock is not None:
+            self.outbox_lock.release()  # last: nothing of ours touches the outbox after it
 
     async def run_until_signalled(self, deadline: float = 10.0) -> None:
         stop = asyncio.Event()
@@ -246,7 +259,8 @@ class Service:
             # Resumed after a restart with no partner seen: it may have been
             # answered in the moments our journal missed. The audio tells.
             estimate_answer(rec, rec.ended, recording_seconds(
-                map_path(rec.file, self.config), rec.mode, self.config.recordings.sample_rate))
+                map_path(rec.file, self.config), rec.mode, self.config.recordings.sample_rate,
+                self.watcher.allowed))
         self.journal.closed(rec)
         self._journal_wake.set()
         self._closed.put_nowait(rec)
@@ -322,7 +336,7 @@ class Service:
             self._orphans, self.tracker, live_ids,
             pbx_restarted=pbx_restarted, last_alive=self._last_alive, now=self._now(),
             audio_seconds=lambda rec: recording_seconds(
-                map_path(rec.file, self.config), rec.mode, rate),
+                map_path(rec.file, self.config), rec.mode, rate, self.watcher.allowed),
         )
         self._orphans = []
         for rec in adopted:
