@@ -273,3 +273,25 @@ def test_the_commands(tmp_path: Path) -> None:
     doc = json.loads(cli("status", "--json", "--config", str(config)).stdout)
     assert doc["service"]["running"] is None and doc["last_call"]["id"] == "cli:a.raw:1"
     assert doc["counts"]["set_aside"] == 1 and doc["counts"]["uploaded"] == 1
+
+
+async def test_status_reads_the_outbox_lock_too(tmp_path: Path) -> None:
+    from asterisk_miitel.outbox.lock import OutboxLock, lock_path
+
+    path = tmp_path / "o.sqlite3"
+    async with Outbox(path) as outbox:
+        lock_path(path).write_text("999999999\n")  # a killed service's stale PID: not alive
+        assert (await ops_calls.service_state(outbox)).running is None
+        lock = OutboxLock(path).acquire()  # as `run` does, before its first heartbeat
+        try:
+            state = await ops_calls.service_state(outbox)
+            assert state.running is True and state.pid == os.getpid()
+            assert state.how == f"process {os.getpid()} holds the outbox lock"
+            await outbox.set_meta(ops_calls.META_SERVICE, ops_calls.service_heartbeat(
+                os.getpid(), NOW, None, True))
+            stuck = await ops_calls.service_state(outbox, now=NOW + 120)
+            assert stuck.running is True and "no heartbeat for 120 s: stuck?" in stuck.how
+        finally:
+            lock.release()
+        gone = await ops_calls.service_state(outbox, now=NOW + 120)
+        assert gone.running is False and "no heartbeat for 120 s" in gone.how

@@ -17,9 +17,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 from ..miitel.redact import scrub
+from ..outbox.lock import lock_path
 from ..outbox.store import NEEDS_FORCE, STATES, Outbox, Row, Step
 
 DEFAULT_LIMIT = 50
@@ -359,9 +361,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def lock_holder(outbox_path: Path) -> int | None:
+    """The live process holding the outbox's lock (outbox/lock.py), if any. Read
+    only: taking the lock to test it could make a starting service fail."""
+    try:
+        text = lock_path(outbox_path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    pid = int(text) if text.isdigit() else None
+    return pid if pid is not None and pid_alive(pid) else None
+
+
 async def service_state(outbox: Outbox, now: float | None = None) -> ServiceState:
-    """From the heartbeat the service writes into the outbox every few seconds."""
+    """From the outbox's lock (who runs) and the heartbeat the service writes into
+    the outbox every few seconds (how it is doing)."""
     now = time.time() if now is None else now
+    holder = lock_holder(outbox.path)
     raw = await outbox.get_meta(META_SERVICE)
     info: dict[str, Any] = {}
     if raw:
@@ -373,21 +388,27 @@ async def service_state(outbox: Outbox, now: float | None = None) -> ServiceStat
     if alive_at is None:
         legacy = await outbox.get_meta("alive_at")
         alive_at = float(legacy) if legacy else None
-    if alive_at is None:
-        return ServiceState(None, "it has never written a heartbeat to this outbox")
-    age = max(0.0, now - float(alive_at))
+    age = max(0.0, now - float(alive_at)) if alive_at is not None else None
     pid = info.get("pid")
-    if info.get("stopped_at"):
+    uploads = info.get("uploads")
+    same = holder is not None and holder == pid
+    if holder is not None and not same:  # started, first heartbeat not written yet
+        return ServiceState(True, f"process {holder} holds the outbox lock", holder, age)
+    if age is None:
+        return ServiceState(None, "it has never written a heartbeat to this outbox")
+    if info.get("stopped_at") and not same:
         return ServiceState(False, f"it stopped at {when(info['stopped_at'], None)}", pid, age,
-                            None, info.get("uploads"))
+                            None, uploads)
     if age > ALIVE_WITHIN:
+        if same:
+            return ServiceState(True, f"process {pid} holds the outbox lock, but wrote no "
+                                f"heartbeat for {age:.0f} s: stuck? See its log", pid, age,
+                                info.get("ami"), uploads)
         return ServiceState(False, f"no heartbeat for {age:.0f} s (killed or crashed?)", pid,
-                            age, None, info.get("uploads"))
+                            age, None, uploads)
     if pid is not None and info.get("host") == os.uname().nodename and not pid_alive(pid):
-        return ServiceState(False, f"its process {pid} is gone", pid, age, None,
-                            info.get("uploads"))
-    return ServiceState(True, f"heartbeat {age:.0f} s ago", pid, age, info.get("ami"),
-                        info.get("uploads"))
+        return ServiceState(False, f"its process {pid} is gone", pid, age, None, uploads)
+    return ServiceState(True, f"heartbeat {age:.0f} s ago", pid, age, info.get("ami"), uploads)
 
 
 def service_heartbeat(pid: int, now: float, ami: dict[str, Any] | None, uploads: bool,
