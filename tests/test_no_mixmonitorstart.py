@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asterisk_miitel.ami.fake_server import FakeAmi, shift_times, transcript_events
 from asterisk_miitel.ami.parser import AmiParser
@@ -351,19 +353,35 @@ def test_append_to_the_same_file_is_the_same_recording() -> None:
     assert len(outcomes) == 1 and tracker.stats.recordings_opened == 1
 
 
-def test_written_again_after_its_call_ended_is_said_not_sent_twice(
+def test_overwritten_after_its_call_ended_is_said_not_sent_twice(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     other, other_uid = "PJSIP/1002-00000007", "1795470000.7"
     data = call(*mixmonitor(0.3, "/rec/d.wav,b", "/rec/d.wav")) + b"".join(
-        mixmonitor(8, "/rec/d.wav,ab", "/rec/d.wav", uid=other_uid, chan=other)
+        mixmonitor(8, "/rec/d.wav,b", "/rec/d.wav", uid=other_uid, chan=other)
     ) + ev("Hangup", 9, other_uid, other)
     with caplog.at_level(logging.WARNING):
         outcomes, tracker = replay(data)
     assert len(outcomes) == 1 and tracker.stats.recordings_opened == 1
     assert "recording /rec/d.wav is written again by a MixMonitor on PJSIP/1002-00000007" in (
         caplog.text)
-    assert "option a appends" in tracker.stats.problems[-1]
+    assert "it is overwritten" in tracker.stats.problems[-1]
+
+
+def test_appended_after_its_call_ended_is_its_own_recording_after_the_first() -> None:
+    """Option a on a closed file (FreePBX's transfer monitor, issue 13): a new
+    recording whose audio starts where the first one's ended, under its own id."""
+    other, other_uid = "PJSIP/1002-00000007", "1795470000.7"
+    data = call(*mixmonitor(0.3, "/rec/d.wav,b", "/rec/d.wav")) + b"".join(
+        mixmonitor(8, "/rec/d.wav,ab", "/rec/d.wav", uid=other_uid, chan=other)
+    ) + ev("Hangup", 9, other_uid, other)
+    outcomes, tracker = replay(data)
+    assert tracker.stats.recordings_opened == 2
+    first, appended = outcomes
+    assert first.audio.window is None and first.key == "/rec/d.wav"
+    assert appended.key == f"/rec/d.wav#appended:{other_uid}"
+    assert appended.audio.window is not None and appended.audio.window[1] is None
+    assert appended.audio.window[0] > 1.0  # after the first recording's seconds
 
 
 def _stop_step(t: float, app: str, appdata: str, priority: str) -> bytes:
@@ -613,3 +631,54 @@ def test_a_recording_found_by_getvar_is_not_reported_by_its_late_mixmonitorstart
     feed(ev("MixMonitorStart", 0.5, priority="3") + ev("Hangup", 3))
     assert [(r.file, r.untracked) for r in closed] == [("/rec/found.wav", None)]
     assert tracker.stats.untracked == 0
+
+
+def _asterisk_split(data: str, delim: str, remove: bool, limit: int) -> list[str]:
+    """app.c's __ast_app_separate_args, transcribed loop for loop (a list of
+    characters for the C string; `limit` is the args array's size)."""
+    buf = list(data)
+    arraylen = limit or len(data) + 2
+    out: list[str] = []
+    scan = 0
+    paren = bracket = 0
+    quote = False
+    wasdelim = -1
+    while scan < len(buf) and len(out) < arraylen - 1:
+        start = scan
+        end = None
+        while scan < len(buf):
+            c = buf[scan]
+            if c == "(":
+                paren += 1
+            elif c == ")":
+                paren = max(0, paren - 1)
+            elif c == "[":
+                bracket += 1
+            elif c == "]":
+                bracket = max(0, bracket - 1)
+            elif c == '"' and delim != '"':
+                quote = not quote
+                if remove:
+                    del buf[scan]
+                    scan -= 1
+            elif c == "\\":
+                if remove:
+                    del buf[scan]
+                else:
+                    scan += 1
+            elif c == delim and not paren and not quote and not bracket:
+                wasdelim = end = scan
+                scan += 1
+                break
+            scan += 1
+        out.append("".join(buf[start:end if end is not None else len(buf)]))
+    if scan < len(buf) or (scan > 0 and scan - 1 == wasdelim):
+        out.append("".join(buf[scan:]))
+    return out
+
+
+@given(st.text(alphabet='ab,:()[]"\\', max_size=24), st.sampled_from([",", ":"]),
+       st.booleans(), st.integers(0, 3))
+def test_split_args_is_asterisks_split(data: str, delim: str, remove: bool, limit: int) -> None:
+    assert split_args(data, delim, remove=remove, limit=limit) == _asterisk_split(
+        data, delim, remove, limit)

@@ -11,22 +11,37 @@ and stop recordings from them.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
 
 def split_args(data: str, delim: str = ",", *, remove: bool = True, limit: int = 0) -> list[str]:
-    """Asterisk's application argument split: `delim` inside (), [] or ""
-    does not split; with `remove` quotes are dropped and a backslash makes the
-    next character literal. `limit` > 0: the last piece keeps the rest."""
+    """Asterisk's application argument split (app.c): `delim` inside (), [] or
+    "" does not split; with `remove` quotes are dropped and a backslash makes
+    the next character literal. `limit` > 0: at most that many pieces, the
+    last one the rest as it is. Nothing at all gives no piece.
+
+    It jumps from one special character to the next (a handful per AppData)."""
     out: list[str] = []
+    if not data or limit == 1:
+        return [data] if data else out
     cur: list[str] = []
+    start = 0
     paren = bracket = 0
     quote = False
-    i = 0
-    n = len(data)
-    while i < n:
+    escaped_until = -1
+    for m in _specials(delim).finditer(data):
+        i = m.start()
+        if i < escaped_until:
+            continue  # the character after a backslash: literal
         c = data[i]
-        if c == "(":
+        if c == "\\":
+            if remove:
+                cur.append(data[start:i])
+                start = i + 1
+            escaped_until = i + 2
+        elif c == "(":
             paren += 1
         elif c == ")":
             paren = max(0, paren - 1)
@@ -37,32 +52,23 @@ def split_args(data: str, delim: str = ",", *, remove: bool = True, limit: int =
         elif c == '"' and delim != '"':
             quote = not quote
             if remove:
-                i += 1
-                continue
-        elif c == "\\":
-            if remove:
-                i += 1
-                if i < n:
-                    cur.append(data[i])
-                i += 1
-                continue
-            cur.append(c)
-            i += 1
-            if i < n:
-                cur.append(data[i])
-            i += 1
-            continue
-        elif c == delim and not paren and not quote and not bracket and (
-            not limit or len(out) < limit - 1
-        ):
+                cur.append(data[start:i])
+                start = i + 1
+        elif c == delim and not (paren or bracket or quote):
+            cur.append(data[start:i])
             out.append("".join(cur))
             cur = []
-            i += 1
-            continue
-        cur.append(c)
-        i += 1
+            start = i + 1
+            if limit and len(out) == limit - 1:
+                break  # the last piece is the rest, untouched
+    cur.append(data[start:])
     out.append("".join(cur))
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _specials(delim: str) -> re.Pattern[str]:
+    return re.compile("[" + re.escape('()[]"\\' + delim) + "]")
 
 
 def option_letters(options: str) -> str:
@@ -81,6 +87,8 @@ def option_letters(options: str) -> str:
 
 def option_arg(options: str, letter: str) -> str | None:
     """The argument of option `letter` in `bDr(/x/in.wav)t(/x/out.wav)`, or None."""
+    if letter not in options:
+        return None
     depth = 0
     i = 0
     while i < len(options):
@@ -179,8 +187,8 @@ def execif_branch(appdata: str) -> tuple[str, str] | None:
     if question < 0 or 0 <= comma < question:
         return None  # the deprecated comma syntax: not followed
     expr, _, rest = appdata.partition("?")
-    branches = split_args(rest, ":", remove=False, limit=2)
-    branch = branches[0] if check_condition(expr) else (branches[1] if len(branches) > 1 else "")
+    branches = [*split_args(rest, ":", remove=False, limit=2), "", ""]
+    branch = branches[0] if check_condition(expr) else branches[1]
     app, paren, args = branch.partition("(")
     if not app.strip():
         return None

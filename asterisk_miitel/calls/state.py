@@ -8,7 +8,10 @@ as long as an open recording still refers to it (plain Python references).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .mixmonitor import MixMonitorArgs
 
 EndReason = Literal["hangup", "stopped", "gap", "pbx_restart", "shutdown"]
 RecordingMode = Literal["interleaved", "legs", "mono", "unknown"]
@@ -70,6 +73,11 @@ class Channel:
     mixmon: MixMonitorRun | None = None
     stop_step: tuple[str, str, str] | None = None
     recordings: list[Recording] | None = None  # open recordings on this channel
+    # Every recording MixMonitor made on this channel: [file, started, ended or
+    # None]. Kept after they close, so that a conversation recorded twice (a
+    # consultation's Local half moved into the customer's call, a second
+    # MixMonitor after a transfer) is sent from one recording only.
+    recorded: list[list[object]] | None = None
 
     @property
     def is_local(self) -> bool:
@@ -111,6 +119,7 @@ class MixMonitorRun:
     at: float
     kinds: str = ""  # which events arrived: n(ewexten) v(arset) s(tart)
     appdata: str | None = None
+    args: MixMonitorArgs | None = None  # appdata, read once
     file: str | None = None  # the full path, once known
     nameless: bool = False  # MIXMONITOR_FILENAME was set empty: no file name
     rec: Recording | None = None  # the recording it opened or joined
@@ -126,6 +135,10 @@ class Segment:
     last: float | None = None  # None while still bridged
     talk: float = 0.0
     since: float | None = None  # current stretch start
+    # Closed stretches (start, end): a party can leave and come back (a hold
+    # outside the bridge, a transfer back), and the recording is cut where
+    # the conversation partner changed (calls/segments.py).
+    spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -138,12 +151,20 @@ class Recording:
     receive: str | None = None
     transmit: str | None = None
     mixmonitor_id: str | None = None
+    # Our FreePBX hook is about to stop this MixMonitor and start it again on the
+    # same file with stereo legs (MiiTelRecording Restart: yes): the next stop on
+    # its channel is that restart, not the end of the recording.
+    restarting: bool = False
     voicemail_only: bool = False  # the voicemail message file, no MixMonitor
     incomplete: bool = False  # finished from the journal: audio, but who answered is unknown
     resumed: bool = False  # adopted from the journal or found running: its past may be partial
     # A MixMonitor that cannot be followed to a call_data: why, and what to do.
     # Such a Recording is closed at once and only carries the reason.
     untracked: str | None = None
+    # A MixMonitor with option `a` that appends to a file whose recording was
+    # already closed (FreePBX's transfer monitor): this recording's audio
+    # starts this many seconds into the file, after the earlier one's.
+    appended_at: float | None = None
     ended: float | None = None
     end_reason: EndReason | None = None
     # LEFT carries the audio coming from the recorded channel: normally that

@@ -87,6 +87,7 @@ class CallTracker:
         # Recordings closed lately (file -> its channel's Uniqueid): a late or
         # repeated event about one must not open it a second time.
         self._closed_files: dict[str, str] = {}
+        self._file_seconds: dict[str, float] = {}  # closed file -> seconds recorded in it
         # Asterisk's clock (event Timestamps) and ours may differ: remember the
         # latest event's time and when it arrived, to say "now" in Asterisk time.
         self._last_ts: float | None = None
@@ -568,7 +569,7 @@ class CallTracker:
             run = ch.mixmon = MixMonitorRun(step=step, at=ts)
         run.kinds += kind
         if appdata is not None:
-            run.appdata = appdata
+            run.appdata, run.args = appdata, parse_mixmonitor(appdata)
         if kind == "v":
             if file:
                 if run.file is not None and run.file != file:
@@ -577,8 +578,8 @@ class CallTracker:
                 run.file = run.file or file
             else:
                 run.nameless = True
-        elif kind == "n" and run.file is None and appdata is not None:
-            run.file = full_path(parse_mixmonitor(appdata).file)  # absolute paths only
+        elif kind == "n" and run.file is None and run.args is not None:
+            run.file = full_path(run.args.file)  # absolute paths only
         if run.rec is None and run.file is None and ch.recordings:
             # Found running by Getvar after a reconnect (or adopted from the
             # journal) before its own events were released: that recording.
@@ -601,8 +602,12 @@ class CallTracker:
         before = self._closed_files.get(file)
         if before is not None:
             if before != ch.uniqueid:
-                appends = run is not None and run.appdata is not None and parse_mixmonitor(
-                    run.appdata).appends
+                # Option a, or started over AMI (no AppData: FreePBX's transfer
+                # monitor always appends): a new conversation in the same file,
+                # after the audio already there.
+                appends = run is None or run.args is None or run.args.appends
+                if appends and file in self._file_seconds:
+                    return self._open_appended(ch, file, ts, run)
                 how = "option a appends to it" if appends else "it is overwritten"
                 self._problem(
                     f"recording {file} is written again by a MixMonitor on {ch.name} after its "
@@ -617,9 +622,26 @@ class CallTracker:
                 "who dialled whom before the recording may be missing")
         return rec
 
+    def _open_appended(
+        self, ch: Channel, file: str, ts: float, run: MixMonitorRun | None
+    ) -> Recording:
+        """A MixMonitor appending to a file whose recording already closed: its
+        own recording, whose audio starts where the file's earlier audio ends."""
+        offset = self._file_seconds.pop(file)
+        del self._closed_files[file]
+        options, receive, transmit = _legs(run, file)
+        rec = self._open(ch, file, ts, options, receive=receive, transmit=transmit)
+        rec.appended_at = offset
+        rec.notes.append(
+            f"MixMonitor on {ch.name} appends to {file} after its earlier recording closed: "
+            f"this call is the audio from {offset:.1f} s into the file")
+        if self.on_changed is not None:
+            self.on_changed(rec)
+        return rec
+
     def _complete(self, rec: Recording, run: MixMonitorRun | None) -> None:
         """Later evidence of the same MixMonitor says what the first did not."""
-        if run is None or run.appdata is None or rec.options:
+        if run is None or run.args is None or rec.options:
             return
         options, receive, transmit = _legs(run, rec.file)
         if not options and not receive and not transmit:
@@ -683,6 +705,10 @@ class CallTracker:
                         receive=receive, transmit=transmit)
         rec.mode = _guess_mode(file, rec.options)  # type: ignore[assignment]
         self.recordings[file] = rec
+        if ch.recorded is None:
+            ch.recorded = []
+        if len(ch.recorded) < MAX_RECORDED:
+            ch.recorded.append([file, ts, None])
         if ch.recordings is None:
             ch.recordings = []
         ch.recordings.append(rec)
@@ -720,7 +746,7 @@ class CallTracker:
         recs = ch.recordings
         if not recs:
             return
-        mixmon_id = split_args(appdata)[0].strip()
+        mixmon_id = next(iter(split_args(appdata)), "").strip()
         if mixmon_id:
             chosen = ([r for r in recs if r.mixmonitor_id == mixmon_id]
                       or [r for r in recs if r.mixmonitor_id is None])
@@ -744,8 +770,16 @@ class CallTracker:
         rec.end_reason = reason
         for seg in (*rec.left, *rec.right):
             _end_segment(seg, ts)
+        for entry in rec.channel.recorded or ():
+            if entry[0] == rec.file and entry[2] is None:
+                entry[2] = ts
         self.recordings.pop(rec.file, None)
         self._closed_files[rec.file] = rec.channel.uniqueid
+        # How many seconds of audio the file holds so far: a MixMonitor that
+        # appends to it later (option a) starts after them.
+        self._file_seconds[rec.file] = (rec.appended_at or 0.0) + max(0.0, ts - rec.started)
+        if len(self._file_seconds) > DEAD_MEMORY:
+            del self._file_seconds[next(iter(self._file_seconds))]
         if len(self._closed_files) > DEAD_MEMORY:
             del self._closed_files[next(iter(self._closed_files))]
         owner = rec.channel.recordings
@@ -801,7 +835,7 @@ class CallTracker:
             ch.ampuser = value or ch.ampuser
             self._touch(ch)
         elif value and (run := ch.mixmon) is not None and run.rec is not None \
-                and run.appdata is not None and parse_mixmonitor(run.appdata).id_var == raw:
+                and run.args is not None and run.args.id_var == raw:
             run.rec.mixmonitor_id = value  # MixMonitor's i(VAR): its ID, for StopMixMonitor
 
     def _newexten(self, event: Event, ts: float) -> None:
@@ -927,6 +961,8 @@ DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
 # heap (benchmarks/memory.py: RSS +11 MB over 100,000 calls, +2.6 MB with this).
 # A full collection takes ~20 ms, so once per this many closed recordings.
 COLLECT_EVERY = 1000
+MAX_SPANS = 64  # stretches kept per party and side (a party flapping in and out)
+MAX_RECORDED = 16  # recordings remembered per channel (Channel.recorded)
 # What a journal knows of a channel's past that a live snapshot cannot tell.
 _HISTORY = ("context", "exten", "origin_num", "dialled_by", "dial_string", "dial_targets",
             "originated", "did", "ampuser", "queue", "queue_label", "group", "tags",
@@ -983,9 +1019,9 @@ def _legs(run: MixMonitorRun | None, file: str) -> tuple[str, str | None, str | 
     """(options, r() path, t() path) of the MixMonitor that writes `file`; a
     relative r()/t() name lives in the monitor directory, which a relative
     main name and its full path (MIXMONITOR_FILENAME) reveal."""
-    if run is None or run.appdata is None:
+    if run is None or run.args is None:
         return "", None, None
-    args = parse_mixmonitor(run.appdata)
+    args = run.args
     directory = monitor_dir_of(args.file, file)
     return (args.options, full_path(args.receive or "", directory),
             full_path(args.transmit or "", directory))
@@ -993,17 +1029,17 @@ def _legs(run: MixMonitorRun | None, file: str) -> tuple[str, str | None, str | 
 
 def _names(run: MixMonitorRun, file: str) -> bool:
     """Could `run` (no file known yet) be the MixMonitor writing `file`?"""
-    if run.appdata is None:
+    if run.args is None:
         return True  # only its MixMonitorStart was seen
-    given = parse_mixmonitor(run.appdata).file
+    given = run.args.file
     return bool(given) and (file == given or monitor_dir_of(given, file) is not None)
 
 
 def _why_not_followed(ch: Channel, run: MixMonitorRun) -> str:
     what = f"MixMonitor on {ch.name}"
-    if run.appdata is not None:
+    if run.appdata is not None and run.args is not None:
         what = f"MixMonitor({run.appdata[:200]}) on {ch.name}"
-        if not parse_mixmonitor(run.appdata).file:
+        if not run.args.file:
             run.nameless = True
     if run.nameless:
         return (f"{what} was given no file name (at most r()/t() legs): the service follows a "
@@ -1050,5 +1086,7 @@ def _update_segments(segments: list[Segment], now_present: list[Channel], ts: fl
 def _end_segment(seg: Segment, ts: float) -> None:
     if seg.since is not None:
         seg.talk += max(0.0, ts - seg.since)
+        if len(seg.spans) < MAX_SPANS:
+            seg.spans.append((seg.since, max(seg.since, ts)))
         seg.since = None
         seg.last = ts
