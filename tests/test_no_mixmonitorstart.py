@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from asterisk_miitel.ami.fake_server import FakeAmi, shift_times, transcript_events
@@ -680,5 +680,7 @@ def _asterisk_split(data: str, delim: str, remove: bool, limit: int) -> list[str
 @given(st.text(alphabet='ab,:()[]"\\', max_size=24), st.sampled_from([",", ":"]),
        st.booleans(), st.integers(0, 3))
 def test_split_args_is_asterisks_split(data: str, delim: str, remove: bool, limit: int) -> None:
+    # A backslash as the very last character makes app.c read past the string's end.
+    assume(not data.endswith("\\"))
     assert split_args(data, delim, remove=remove, limit=limit) == _asterisk_split(
         data, delim, remove, limit)

@@ -31,6 +31,8 @@ def split_args(data: str, delim: str = ",", *, remove: bool = True, limit: int =
     paren = bracket = 0
     quote = False
     escaped_until = -1
+    rest = False  # the loop stopped at the limit: the last piece is the rest
+    piece = 0  # where the current piece starts in `data`
     for m in _specials(delim).finditer(data):
         i = m.start()
         if i < escaped_until:
@@ -58,11 +60,16 @@ def split_args(data: str, delim: str = ",", *, remove: bool = True, limit: int =
             cur.append(data[start:i])
             out.append("".join(cur))
             cur = []
-            start = i + 1
+            start = piece = i + 1
             if limit and len(out) == limit - 1:
-                break  # the last piece is the rest, untouched
+                rest = True  # the last piece is the rest, untouched
+                break
     cur.append(data[start:])
     out.append("".join(cur))
+    if out[-1] == "" and len(out) > 1 and piece < len(data) and not rest:
+        # app.c's end test: a last piece emptied by removed quotes/backslashes
+        # right after a delimiter counts as a trailing delimiter too.
+        out.append("")
     return out
 
 
