@@ -85,14 +85,15 @@ class ThreadedStandIn:
         return self._call(snapshot())  # type: ignore[no-any-return]
 
 
-def write_config(tmp: Path, lab: Lab, webhook_url: str, *, pbx: str = "") -> Path:
+def write_config(tmp: Path, lab: Lab, webhook_url: str, *, pbx: str = "",
+                 users_of: dict[str, dict[str, Any]] | None = None) -> Path:
     """The TOML a user would write for this PBX (plus short test timeouts); `pbx`:
-    more lines for its [pbx] section."""
+    more lines for its [pbx] section; `users_of`: the [users] (default USERS)."""
     users = "\n".join(
         f'"{ext}" = {{ miitel_user_id = "{u["miitel_user_id"]}", name = "{u["name"]}"'
         + (f', endpoints = {json.dumps(u["endpoints"])}' if "endpoints" in u else "")
         + " }"
-        for ext, u in USERS.items())
+        for ext, u in (users_of or USERS).items())
     path = tmp / "config.toml"
     path.write_text(f"""\
 [ami]
@@ -199,8 +200,10 @@ class OutboxRow:
 class E2E:
     """One test's world: stand-in, service process, and a mark in the lab's AMI events."""
 
-    def __init__(self, lab: Lab, tmp: Path, *, pbx: str = "") -> None:
+    def __init__(self, lab: Lab, tmp: Path, *, pbx: str = "",
+                 users: dict[str, dict[str, Any]] | None = None) -> None:
         self.lab = lab
+        self.users = users
         self.tmp = tmp
         self.standin = ThreadedStandIn(tmp / "miitel")
         self.pbx_config = pbx
@@ -214,7 +217,7 @@ class E2E:
         self.standin.start()
         try:
             config = write_config(self.tmp, self.lab, self.standin.webhook_url,
-                                  pbx=self.pbx_config)
+                                  pbx=self.pbx_config, users_of=self.users)
             self.service = ServiceProcess(config, self.tmp / "service.log")
             self.service.wait_ready()
         except BaseException:

@@ -9,11 +9,29 @@ FreePBX 17 makes on Asterisk 21+. These tests read those files from
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.lab import freepbx_real
+from tests.e2e import (
+    E2E,
+    answer_at,
+    bye_at,
+    check_file,
+    check_length,
+    check_sides,
+    check_times,
+    invite_at,
+    outside,
+)
+from tests.lab import Lab, freepbx_real
+from tests.lab.analysis import bridged_seconds, hangup_time
+from tests.lab.audio import analyse
 from tests.lab.freepbx_real import VARIANTS, macro_to_gosub
+from tests.lab.scenarios import CUSTOMER
+from tests.support import HANAKO, JIRO, TARO
 
 DIALPLANS = sorted(VARIANTS)
 
@@ -125,6 +143,190 @@ def test_astdb_is_what_freepbx_writes_for_a_pjsip_extension() -> None:
     assert db["DEVICE/1101/user"] == "1101"
     assert db["AMPUSER/1101/voicemail"] == "default"
     assert db["AMPUSER/1066/voicemail"] == "novm"
-    assert db["AMPUSER/1180/recording/in/external"] == "dontcare"
+    assert db["AMPUSER/1180/recording/in/external"] == "force"
     assert db["RINGGROUP/1111/changecid"] == "default"
     assert db["QPENALTY/1301/agents/1180"] == "0"
+
+
+# -- real calls on the real FreePBX dialplan -------------------------------------------------
+
+NAME, NUMBER = CUSTOMER
+MIITEL_IDS = (TARO, HANAKO, JIRO)
+
+
+def users_of(variant: freepbx_real.Variant) -> dict[str, dict[str, Any]]:
+    """The [users] an admin writes for this PBX: each phone's extension."""
+    return {p.extension: {"miitel_user_id": uid, "name": p.name}
+            for p, uid in zip(variant.phones, MIITEL_IDS, strict=True)}
+
+
+def fuser(variant: freepbx_real.Variant, ext: str, kind: str, side: str) -> dict[str, Any]:
+    u = users_of(variant)[ext]
+    return {"type": kind, "stereo_lr": side, "miitel_user_id": u["miitel_user_id"],
+            "number": ext, "name": u["name"]}
+
+
+@pytest.fixture(params=DIALPLANS)
+def real(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[E2E]:
+    """The lab on one generated FreePBX dialplan, the service running against it."""
+    name = request.param
+    lab.use_flavour("freepbx-real", dialplan=name)
+    try:
+        with E2E(lab, tmp_path, users=users_of(VARIANTS[name])) as env:
+            yield env
+    finally:
+        lab.wait_idle()
+        lab.use_flavour("plain")
+
+
+def variant_of(env: E2E) -> freepbx_real.Variant:
+    assert env.lab.freepbx_dialplan is not None
+    return VARIANTS[env.lab.freepbx_dialplan]
+
+
+def ip(env: E2E, index: int) -> str:
+    return variant_of(env).phones[index].ip
+
+
+def ext(env: E2E, index: int) -> str:
+    return variant_of(env).phones[index].extension
+
+
+def finish(env: E2E) -> None:
+    """What E2E.play does after a scenario: every sipp ok, the lab idle."""
+    env.runner.wait_all()
+    failed = {role: r.summary() for role, r in env.runner.results.items() if not r.ok}
+    assert not failed, f"sipp failed: {failed}"
+    env.lab.wait_idle(timeout=30)
+
+
+def check_legs(env: E2E, call: dict[str, Any], talker: str) -> None:
+    """FreePBX's own mono WAV, written with the legs our hook gave its MixMonitor:
+    MiiTel gets stereo, the talker's side carries the audio, as long as the bridge."""
+    data = call["call_data"]
+    rec = env.recording_for(call)
+    assert rec.mode == "legs" and rec.receive and rec.transmit
+    assert analyse(rec.file).channels == 1
+    assert data["audio_channel_type"] == "STEREO"
+    info = check_file(call)
+    check_sides(info, data, talker, min_active=2.0)
+    # bridged until the hangup: the MixMonitorStop of our restart (before the
+    # bridge) is not the end of this recording
+    events = env.events()
+    check_length(info, bridged_seconds(events, rec.uniqueid, since=rec.started,
+                                       until=hangup_time(events, rec.uniqueid)))
+
+
+# b15 was published without its inbound routes (ext-did-0001/0002 are missing):
+# a call from the trunk there ends in the catch-all's "no service" message.
+A16_ONLY = pytest.mark.parametrize("real", ["freepbx16-ast18-a"], indirect=True)
+
+
+@pytest.mark.lab
+@A16_ONLY
+def test_freepbx_real_inbound_did_to_extension(real: E2E) -> None:
+    # a16's inbound routes: an unknown DID reaches the catch-all, then 1180
+    env, v = real, variant_of(real)
+    env.runner.start("callee", "uas_answer", ip=ip(env, 1))
+    caller = env.runner.run("caller", "uac_talk", ip=freepbx_real.TRUNK_IP,
+                            service="0312345678", inf=[list(CUSTOMER)], duration_ms=4000)
+    finish(env)
+    [call] = env.sent(1)
+    data = call["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    fuser(v, "1180", "TO", "right")]
+    assert data["circuit_number"] == "0312345678"  # FROM_DID, set by the catch-all route
+    check_times(data, start=invite_at(caller), answer=answer_at(caller), end=bye_at(caller))
+    rec = env.recording_for(call)
+    # FreePBX's own file, restarted with legs at the extension's predial hook
+    assert Path(rec.file).name.startswith("external-1180-0312349999-")
+    assert env.variable("MIITEL_RECORD_FILE") == [rec.file]
+    check_legs(env, call, "FROM")
+
+
+@pytest.mark.lab
+def test_freepbx_real_extension_to_extension(real: E2E) -> None:
+    env, v = real, variant_of(real)
+    a, b = ext(env, 0), ext(env, 1)
+    env.runner.start("callee", "uas_answer", ip=ip(env, 1))
+    caller = env.runner.run("caller", "uac_talk", ip=ip(env, 0), service=b,
+                            inf=[[v.phones[0].name, a]], duration_ms=4000)
+    finish(env)
+    [call] = env.sent(1)
+    data = call["call_data"]
+    assert data["event_type"] == "EXTENSION"
+    assert data["participants"] == [fuser(v, a, "FROM", "left"), fuser(v, b, "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=answer_at(caller), end=bye_at(caller))
+    rec = env.recording_for(call)
+    assert Path(rec.file).name.startswith(f"internal-{b}-{a}-")
+    check_legs(env, call, "FROM")
+
+
+# -- the service follows our hook's restart of FreePBX's MixMonitor -------------------------
+
+def _restart_events(restart_header: bool) -> list[dict[str, str]]:
+    """FreePBX's MixMonitor on the trunk channel, restarted with legs by our predial
+    hook (the order the lab's AMI showed on the real a16 dialplan), then the call."""
+    f = "/var/spool/asterisk/monitor/2026/12/01/external-1180-0312349999-x-1.0.wav"
+    rx, tx = "/var/spool/asterisk/monitor/miitel/m-1-in.wav", "/var/spool/asterisk/monitor/miitel/m-1-out.wav"
+    trunk = {"Uniqueid": "1.0", "Channel": "PJSIP/trunk-00000000", "Linkedid": "1.0"}
+    phone = {"Uniqueid": "1.1", "Channel": "PJSIP/1180-00000001", "Linkedid": "1.0"}
+    said = {"Event": "UserEvent", "UserEvent": "MiiTelRecording", **trunk, "File": f,
+            "Mode": "legs", "Receive": rx, "Transmit": tx}
+    if restart_header:
+        said["Restart"] = "yes"
+    check = {"Context": "sub-record-check", "Exten": "recordcheck", "Priority": "27"}
+
+    def step(prio: str) -> dict[str, str]:
+        return {"Context": "miitel-freepbx-restart", "Exten": "s", "Priority": prio}
+
+    dial = {"Context": "macro-dial-one", "Exten": "s", "Priority": "58"}
+    return [
+        {"Event": "Newchannel", **trunk, "CallerIDNum": "0312349999", "Exten": "0312345678",
+         "Context": "from-trunk-pjsip-yay.com"},
+        {"Event": "Newexten", **trunk, **check, "Extension": "recordcheck",
+         "Application": "MixMonitor",
+         "AppData": "2026/12/01/external-1180-0312349999-x-1.0.wav,abi(),"},
+        {"Event": "VarSet", **trunk, **check, "Variable": "MIXMONITOR_FILENAME", "Value": f},
+        {"Event": "MixMonitorStart", **trunk, **check},
+        {**said, **step("7")},
+        {"Event": "Newexten", **trunk, **step("8"), "Extension": "s",
+         "Application": "StopMixMonitor", "AppData": ""},
+        {"Event": "MixMonitorStop", **trunk, **step("8")},
+        {"Event": "Newexten", **trunk, **step("9"), "Extension": "s",
+         "Application": "MixMonitor", "AppData": f"{f},abi(MIITEL_MIXMON_ID)r({rx})t({tx}),"},
+        {"Event": "VarSet", **trunk, **step("9"), "Variable": "MIXMONITOR_FILENAME",
+         "Value": f},
+        {"Event": "MixMonitorStart", **trunk, **step("9")},
+        {"Event": "DialBegin", **trunk, **dial, "DestUniqueid": "1.1",
+         "DestChannel": "PJSIP/1180-00000001"},
+        {"Event": "Newchannel", **phone, "CallerIDNum": "1180", "Exten": "s",
+         "Context": "from-internal"},
+        {"Event": "DialEnd", **trunk, "DestUniqueid": "1.1", "DialStatus": "ANSWER"},
+        {"Event": "BridgeEnter", **phone, "BridgeUniqueid": "b1"},
+        {"Event": "BridgeEnter", **trunk, "BridgeUniqueid": "b1"},
+        {"Event": "BridgeLeave", **trunk, "BridgeUniqueid": "b1"},
+        {"Event": "BridgeLeave", **phone, "BridgeUniqueid": "b1"},
+        {"Event": "Hangup", **phone},
+        {"Event": "Hangup", **trunk},
+    ]
+
+
+@pytest.mark.parametrize("restart_header", [True, False])
+def test_freepbx_real_restarted_mixmonitor_is_one_recording(restart_header: bool) -> None:
+    from asterisk_miitel.calls.tracker import CallTracker
+
+    closed: list[Any] = []
+    tracker = CallTracker(closed.append)
+    for i, event in enumerate(_restart_events(restart_header)):
+        tracker.feed(event, 1796162039.0 + i)
+    if not restart_header:
+        # without the hook's word the stop ends the recording before the answer:
+        # the restarted MixMonitor on the same file cannot become a second call
+        assert [r.end_reason for r in closed][:1] == ["stopped"]
+        return
+    [rec] = closed
+    assert rec.end_reason == "hangup" and rec.mode == "legs"
+    assert rec.receive.endswith("m-1-in.wav") and rec.transmit.endswith("m-1-out.wav")
+    assert [p.uniqueid for p in rec.seen] == ["1.0", "1.1"]

@@ -31,6 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[2] / "shared" / "freepbx"
 GENERATED = SHARED / "generated"
+STATIC_17 = SHARED / "source" / "core-17.0_etc_extensions.conf"
 
 #: The sipp addresses of the lab's three phones and the carrier (tests/lab/lab.py).
 PHONE_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -55,7 +56,6 @@ class Variant:
     queues: dict[str, tuple[str, ...]] = field(default_factory=dict)  # queue -> members
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ring group -> members
     queues_file: str | None = None  # the generated queues_additional.conf, if any
-    static_from: str = "freepbx16-ast18-a"  # whose static extensions.conf
 
     @property
     def additional(self) -> Path:
@@ -63,7 +63,11 @@ class Variant:
 
     @property
     def static(self) -> Path:
-        return GENERATED / f"{self.static_from}_extensions.conf"
+        """FreePBX's static extensions.conf. On Asterisk 22 it is FreePBX 17's (what a
+        FreePBX that runs on Asterisk 21+ has): a16's own copy #includes a site file
+        that was not published (/etc/asterisk/asterisk-tim/tim.conf, a speaking-clock
+        add-on), and Asterisk drops the rest of a file after a missing #include."""
+        return STATIC_17
 
     def files(self) -> list[Path]:
         out = [self.additional, self.static]
@@ -93,7 +97,7 @@ VARIANTS: dict[str, Variant] = {
     # FreePBX 15 on Asterisk 16: extensions 101-103 (chan_sip there: pjsip here,
     # Asterisk 21+ has no chan_sip), queue 201 (members 101-103, its generated
     # queues_additional.conf), ring group 8888 (102-103). No inbound routes and
-    # no static extensions.conf were published: FreePBX 16's static file is used.
+    # no static extensions.conf were published.
     "freepbx15-ast16-b": Variant(
         "freepbx15-ast16-b",
         (Phone("101", "Suzuki Ichiro", PHONE_IPS[0]),
@@ -278,9 +282,11 @@ def astdb(variant: Variant) -> dict[str, str]:
             "hint": f"PJSIP/{ext}&Custom:DND{ext},CustomPresence:{ext}",
             "intercom": "enabled", "language": "", "noanswer": "", "outboundcid": "",
             "password": "", "queues/qnostate": "usestate", "recording": "",
-            "recording/in/external": "dontcare", "recording/in/internal": "dontcare",
-            "recording/ondemand": "enabled", "recording/out/external": "dontcare",
-            "recording/out/internal": "dontcare", "recording/priority": "10",
+            # what an admin picks in the GUI (Extension > Advanced > Recording
+            # Options) for a call centre: record every call of this extension
+            "recording/in/external": "force", "recording/in/internal": "force",
+            "recording/ondemand": "enabled", "recording/out/external": "force",
+            "recording/out/internal": "force", "recording/priority": "10",
             # a shorter ring than the default 15 s: the tests wait for voicemail
             "ringtimer": "6", "rvolume": "",
             "voicemail": "default" if p.voicemail else "novm",

@@ -65,7 +65,7 @@ AMI_HOST = "127.0.0.1"
 AMI_PORT = 15038
 SIP_HOST = "127.0.0.1"
 SIP_PORT = 15060
-FLAVOURS = ("plain", "freepbx")
+FLAVOURS = ("plain", "freepbx", "freepbx-real")
 # "22" is Debian sid's package; the others are built from source (build.VERSIONS).
 ASTERISK_VERSIONS = ("22", *build.VERSIONS)
 
@@ -151,6 +151,9 @@ class Lab:
         self._sipp_seq = 0
         self._lock = threading.Lock()
         self._stopped = True
+        # freepbx-real: which generated dialplan, and its FastAGI stand-in
+        self.freepbx_dialplan: str | None = None
+        self._fastagi: object | None = None
 
     # -- paths -----------------------------------------------------------------
     def _run(self) -> Path:
@@ -307,7 +310,8 @@ class Lab:
 
     def _write_extensions(self, flavour: str) -> None:
         target = (self.etc_dir / "freepbx-style" / "extensions.conf" if flavour == "freepbx"
-                  else self.etc_dir / "extensions-plain.conf")
+                  else self.etc_dir / "freepbx-real-extensions.conf"
+                  if flavour == "freepbx-real" else self.etc_dir / "extensions-plain.conf")
         (self.etc_dir / "extensions.conf").write_text(
             f"; the lab's {flavour} dialplan (switch with Lab.use_flavour)\n"
             f'#include "{target}"\n')
@@ -461,6 +465,9 @@ class Lab:
         for proc in self._sipps:
             proc.kill()
         self._sipps.clear()
+        if self._fastagi is not None:
+            self._fastagi.stop()  # type: ignore[attr-defined]
+            self._fastagi = None
         if self._alive():
             with suppress(Exception):
                 self.admin().command("core stop now", timeout=5)
@@ -556,24 +563,60 @@ class Lab:
             sf.unlink()
 
     # -- dialplan flavours ------------------------------------------------------------
-    def use_flavour(self, flavour: str, *, force: bool = False) -> None:
-        """Switch extensions.conf between the plain lab and the FreePBX-style one."""
+    def use_flavour(self, flavour: str, *, force: bool = False,
+                    dialplan: str | None = None) -> None:
+        """Switch extensions.conf between the plain lab, the FreePBX-style one and
+        freepbx-real (`dialplan`: which generated FreePBX dialplan, see freepbx_real.py)."""
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}")
-        if flavour == self.flavour and not force:
+        if flavour == self.flavour and not force and (
+                flavour != "freepbx-real" or dialplan in (None, self.freepbx_dialplan)):
             return
         previous, self.flavour = self.flavour, flavour
         self._render(CONF_DIR / "pjsip.conf", self.etc_dir / "pjsip.conf")
         self._render(CONF_DIR / "sip.conf", self.etc_dir / "sip.conf")
+        if "freepbx-real" in (flavour, previous):
+            self._switch_freepbx_real(flavour, dialplan)
         self._write_extensions(flavour)
-        if flavour != previous:
+        if flavour != previous or flavour == "freepbx-real":
             self.admin().command("sip reload" if self.built else "module reload res_pjsip.so")
         out = self.admin().command("dialplan reload")
         if "error" in out.lower() and "0 errors" not in out.lower():
             raise LabError(f"dialplan reload failed: {out}")
         if flavour == "freepbx":
             self._load_freepbx_astdb()
+        if "freepbx-real" in (flavour, previous):
+            # after the dialplan: queue members watch hints it defines
+            for module in ("app_queue.so", "app_voicemail.so"):
+                self.admin().command(f"module reload {module}")
         self.check_dialplan()
+
+    def _switch_freepbx_real(self, flavour: str, dialplan: str | None) -> None:
+        from . import freepbx_real
+        from .fastagi import FastAgi
+
+        if flavour == "freepbx-real":
+            variant = freepbx_real.install(self, dialplan or self.freepbx_dialplan
+                                           or "freepbx16-ast18-a")
+            self.freepbx_dialplan = variant.name
+            if self._fastagi is None:
+                self._fastagi = FastAgi().start()
+            for key, value in freepbx_real.astdb(variant).items():
+                family, _, k = key.partition("/")
+                resp = self.admin().action("DBPut", Family=family, Key=k, Val=value)
+                if resp.get("Response") != "Success":
+                    raise LabError(f"DBPut {key} failed: {resp.get('Message')}")
+        else:
+            freepbx_real.uninstall(self)
+            self.freepbx_dialplan = None
+            if isinstance(self._fastagi, FastAgi):
+                self._fastagi.stop()
+            self._fastagi = None
+
+    @property
+    def fastagi(self) -> object | None:
+        """The FastAGI stand-in (tests.lab.fastagi.FastAgi) while freepbx-real runs."""
+        return self._fastagi
 
     def _load_freepbx_astdb(self) -> None:
         path = self.etc_dir / "freepbx-style" / "astdb.txt"
@@ -595,6 +638,10 @@ class Lab:
         if self.flavour == "freepbx":
             needed += ["sub-record-check", "macro-dialout-trunk", "from-queue",
                        "miitel-freepbx-sync", "miitel-from-pstn", "miitel-from-internal"]
+        if self.flavour == "freepbx-real":
+            from . import freepbx_real
+            freepbx_real.check(self)
+            return
         for ctx in needed:
             out = self.admin().command(f"dialplan show {ctx}")
             if "There is no existence" in out or f"'{ctx}'" not in out:
