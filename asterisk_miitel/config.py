@@ -283,6 +283,17 @@ class SendConfig(_Section):
         return numbers
 
 
+class TransfersConfig(_Section):
+    """How a conversation a transfer made is reported (README: Transfers)."""
+
+    # "literal": MiiTel's own terms: EXTENSION_TRANSFER / OUTGOING_TRANSFER,
+    # FROM the user who transferred (on the transferred party's stereo side).
+    # "speakers": the transferred party's call with whoever is now on the line
+    # (INCOMING_CALL / OUTGOING_CALL / AUTOMATIC_TRANSFER), each side
+    # labelled with who speaks there, tagged "transferred by <extension>".
+    report: Literal["literal", "speakers"] = "literal"
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -302,6 +313,7 @@ class Config(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)
     send: SendConfig = Field(default_factory=SendConfig)
     catchup: CatchupConfig = Field(default_factory=CatchupConfig)
+    transfers: TransfersConfig = Field(default_factory=TransfersConfig)
     # A separate TOML file with a [users] table (what `users import` writes),
     # merged into `users` by load_config; relative to the config file.
     users_file: Path | None = None

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .ami.parser import AmiParser
-from .calls.classify import Context, Outcome, classify
+from .calls.classify import Context, Outcome, classify_segments
+from .calls.state import Recording
 from .calls.tracker import CallTracker
 from .config import Config
 
@@ -56,7 +57,12 @@ def replay_stream(
 ) -> tuple[CallTracker, AmiParser]:
     """Read a transcript in chunks; `emit` each outcome as its call ends."""
     ctx = Context(config, pbx_id or config.pbx.id or REPLAY_PBX_ID, config.pbx.tz())
-    tracker = CallTracker(lambda rec: emit(classify(rec, ctx)))
+
+    def closed(rec: Recording) -> None:
+        for outcome in classify_segments(rec, ctx):  # one per conversation
+            emit(outcome)
+
+    tracker = CallTracker(closed)
     parser = AmiParser()
     n = 0
     done = 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
-from .calls.classify import Context, Outcome, classify
+from .calls.classify import Context, Outcome, classify_segments
 from .calls.journal import Journal, estimate_answer, recording_seconds
 from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
@@ -104,7 +104,7 @@ class Service:
         self._gap_started: float | None = None
         # Calls the outbox could not take yet (disk full), with their journal key.
         # Only the intake task touches it (see _intake).
-        self._held: list[tuple[NewCall, str]] = []
+        self._held: list[tuple[NewCall, str | None]] = []
         self.accepting = True
         self.journal = Journal()
         self._journal_wake = asyncio.Event()
@@ -378,8 +378,13 @@ class Service:
         try:
             await self._pbx_id_known.wait()
             assert self.pbx_id is not None
-            outcome = classify(rec, Context(self.config, self.pbx_id, self.config.pbx.tz()))
-            self._queue(self._apply_send_rules(outcome))
+            ctx = Context(self.config, self.pbx_id, self.config.pbx.tz())
+            outcomes = classify_segments(rec, ctx)  # one per conversation (transfers)
+            for n, outcome in enumerate(outcomes, 1):
+                # The journal entry goes with the last piece: a crash between
+                # pieces finishes the recording again, and the pieces already
+                # queued are refused as duplicates.
+                self._queue(self._apply_send_rules(outcome), closes=n == len(outcomes))
         except Exception:  # this call's bug: the next call goes on
             self.stats.intake_errors += 1
             log.exception("could not assemble the call for %s", rec.file)
@@ -397,7 +402,7 @@ class Service:
         # It overrides a set-aside: nobody should have to act on a call not to be sent.
         return replace(outcome, skip=reason, set_aside=None)
 
-    def _queue(self, outcome: Outcome) -> None:
+    def _queue(self, outcome: Outcome, *, closes: bool = True) -> None:
         source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
         call = _new_call(outcome, source, self.pbx_id or "")
         if outcome.skip:
@@ -408,7 +413,7 @@ class Service:
             calls_log.warning("call %s: set aside: %s", call.id, outcome.set_aside)
         for note in outcome.notes:
             calls_log.warning("call %s: %s", call.id, note)
-        self._held.append((call, outcome.file))
+        self._held.append((call, outcome.file if closes else None))
 
     async def _flush_held(self) -> None:
         """Queue held calls in order. OutboxFull leaves them held (in memory).

@@ -242,8 +242,15 @@ def _what(o: Outcome) -> tuple[object, ...]:
 def test_rebuilt_from_the_cdr_as_live_tracking_saw_it(scenario: str, shape: str) -> None:
     folder = CDR_FIXTURES / scenario
     config = catchup_config()
-    live = {o.file: o for o in replay_file(str(folder / "ami_miitel.log"), config,
-                                           pbx_id="lab")}
+    live: dict[str, Outcome] = {}
+    pieces: set[str] = set()
+    for o in replay_file(str(folder / "ami_miitel.log"), config, pbx_id="lab"):
+        # A recording cut at a transfer is several calls; the CDR cannot tell
+        # the cut, and rebuilds the first piece, under the same id (issue 13).
+        cut = o.file in live
+        live.setdefault(o.file, o)
+        if cut:
+            pieces.add(o.file)
     rows = _rows_csv(folder) if shape == "cdr_csv" else _rows_freepbx_table(folder)
     got = outcomes(rebuild_fixture(folder, rows, config,
                                    "end" if shape == "cdr_csv" else "start"), config)
@@ -254,6 +261,8 @@ def test_rebuilt_from_the_cdr_as_live_tracking_saw_it(scenario: str, shape: str)
             a, b = outcome.call_data.payload(), got[file].call_data.payload()  # type: ignore[union-attr]
             # times from whole-second CDR columns: within a second of live's
             for key in ("call_starts_at", "call_answered_at", "call_ends_at"):
+                if key == "call_ends_at" and file in pieces:
+                    continue  # live ends the first piece at the cut; the CDR at the hangup
                 if a.get(key) is not None:
                     from datetime import datetime
 

@@ -67,12 +67,23 @@ EXPECTED: dict[str, list[tuple]] = {
          None, None, [], None, "STEREO"),
     ],
     "attended_transfer": [
+        # The customer's recording holds two conversations, cut where 1003
+        # joined (issue 13): first the customer with 1002 (the hold while
+        # 1002 consults stays in it) ...
         ("INCOMING_CALL", [CUSTOMER_FROM, user("TO", "right", "1002", H, "Hanako Sato")],
          None, None, [], "0312345683", "STEREO"),
+        # ... then the customer with 1003, filed under 1002 who transferred
+        # (literal mapping: FROM on the customer's side).
+        ("EXTENSION_TRANSFER", [user("FROM", "left", "1002", H, "Hanako Sato"),
+                                user("TO", "right", "1003", J, "Jiro Suzuki")],
+         None, None, [], None, "STEREO"),
         # The consultation (recorded on the Local ;2 half): 1002 asks 1003.
         ("EXTENSION_TRANSFER", [user("FROM", "left", "1002", H, "Hanako Sato"),
                                 user("TO", "right", "1003", J, "Jiro Suzuki")],
          None, None, [], None, "STEREO"),
+        # The Local half records the customer with 1003 too once the transfer
+        # moves it: sent once, from the customer's own recording.
+        ("skip", "is also in recording"),
     ],
     "auto_forward": [("AUTOMATIC_TRANSFER", [CUSTOMER_FROM, outside("TO", "right", "0901234567")],
                       None, None, [], "0312345681", "STEREO")],

@@ -22,6 +22,11 @@ Decisions, in order:
   In a transfer leg FROM is the user who transferred (MiiTel files the call
   under them); their stereo side is the transferred party's.
 - stereo_lr: left is the audio from the channel MixMonitor ran on.
+- A recording whose channel's conversation partner changed (a transfer) is
+  cut into pieces (calls/segments.py), one call_data each, each uploading
+  only its part of the file: classify_segments(). With `[transfers] report
+  = "speakers"` the transferred party's piece is reported as their own call
+  with whoever is now on the line, the transfer kept as a tag.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..miitel.models import CallData, EventType, Participant, make_tags
 from ..miitel.rules import PartyRef, missing_user_ids
 from ..recordings.spec import RecordingSpec
 from .parties import Party, PartyResolver
+from .segments import Piece, bridged_seconds, pieces, view
 from .state import Channel, Recording, RecordingMode, Segment, Transfer
 from .tracker import option_letters as _option_letters
 
@@ -61,18 +67,30 @@ class AudioPlan:
     expected_duration: float | None  # seconds two parties were bridged
     voicemail: bool = False  # VM_MESSAGEFILE: a base name, the extension is found later
     expect_audio: bool = True  # False for a missed call sent without audio
+    # Only this part of the file, in seconds from its start (end None: to its
+    # end): one conversation of a recording cut at a transfer. None: all of it.
+    window: tuple[float, float | None] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "file": self.file, "mode": self.mode, "receive": self.receive,
             "transmit": self.transmit, "file_type": self.file_type,
             "channel_type": self.channel_type, "expected_duration": self.expected_duration,
             "voicemail": self.voicemail, "expect_audio": self.expect_audio,
         }
+        if self.window is not None:
+            data["window"] = list(self.window)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> AudioPlan:
-        return cls(**data)  # type: ignore[arg-type]
+        values = dict(data)
+        window = values.pop("window", None)
+        plan = cls(**values)  # type: ignore[arg-type]
+        if isinstance(window, list | tuple) and len(window) == 2:
+            start, end = window
+            plan = replace(plan, window=(float(start), None if end is None else float(end)))
+        return plan
 
     def spec(self, file: str | None = None) -> RecordingSpec:
         """What recordings.prepare() needs; `file` overrides (a voicemail's real name)."""
@@ -83,6 +101,7 @@ class AudioPlan:
             receive=self.receive if mode == "legs" else None,
             transmit=self.transmit if mode == "legs" else None,
             expected_duration=self.expected_duration,
+            window=self.window,
         )
 
 
@@ -115,6 +134,9 @@ class Context:
     config: Config
     pbx_id: str
     tz: tzinfo | None = None  # None: the machine's zone
+    # Set by classify_segments for one piece of a recording cut at a transfer.
+    piece: Piece | None = None
+    key: str | None = None  # that piece's key (what its call_data_id is derived from)
 
 
 def call_data_id(pbx_id: str, recording_file: str) -> str:
@@ -134,12 +156,57 @@ def recording_key(rec: Recording) -> str:
     MixMonitor that named no file is known by its channel and start."""
     if rec.untracked is not None and not rec.file:
         return f"untracked-mixmonitor#{rec.channel.uniqueid}@{rec.started:.6f}"
+    if rec.appended_at is not None:  # a second MixMonitor appending to a closed file
+        return f"{rec.file}#appended:{rec.channel.uniqueid}"
     return f"{rec.file}#{rec.channel.uniqueid}" if rec.voicemail_only else rec.file
 
 
+def segment_key(rec: Recording, index: int) -> str:
+    """The key of a recording's piece `index` (0-based). The first piece keeps
+    the recording's own key, so its call_data_id is the one the whole
+    recording had before pieces existed (and the one catch-up from CDRs
+    computes): a call already sent, or seen by both, is never sent twice.
+    Later pieces add their number: stable across replays, restarts and
+    journals, since the cuts come from the events' own timestamps."""
+    key = recording_key(rec)
+    return key if index == 0 else f"{key}#{index + 1}"
+
+
 def classify(rec: Recording, ctx: Context) -> Outcome:
+    """The whole recording as one call (what catch-up from CDRs can know).
+    The live service and replay use classify_segments."""
     outcome = _untracked(rec) if rec.untracked is not None else _classify(rec, ctx)
     return replace(outcome, key=recording_key(rec))
+
+
+def classify_segments(rec: Recording, ctx: Context) -> list[Outcome]:
+    """One Outcome per conversation the recording holds (calls/segments.py).
+
+    A recording nobody was transferred into or out of is one piece, and its
+    Outcome is exactly classify()'s."""
+    if rec.untracked is not None or rec.voicemail_only:
+        return [classify(rec, ctx)]
+    found = pieces(rec)
+    if len(found) == 1 and rec.appended_at is None:
+        return [classify(rec, ctx)]
+    out: list[Outcome] = []
+    for piece in found:
+        key = segment_key(rec, piece.index)
+        part = view(rec, piece, len(found))
+        pctx = replace(ctx, piece=piece, key=key)
+        if piece.duplicate_of is not None:
+            reason = (f"this conversation ({piece.describe()}) is also in recording "
+                      f"{piece.duplicate_of}, and is sent from there")
+            out.append(Outcome(rec.file, None, _audio_plan(part, piece), skip=reason,
+                               explain=(f"recording {rec.file} on {rec.channel.name}",
+                                        piece.describe(), reason),
+                               end_reason=rec.end_reason, ended_at=part.ended, key=key))
+            continue
+        outcome = _classify(part, pctx)
+        out.append(replace(outcome, key=key,
+                           explain=(*outcome.explain[:1], piece.describe(),
+                                    *outcome.explain[1:])))
+    return out
 
 
 def _untracked(rec: Recording) -> Outcome:
@@ -159,7 +226,7 @@ def _classify(rec: Recording, ctx: Context) -> Outcome:
     explain: list[str] = [f"recording {rec.file} on {rec.channel.name} ({rec.mode})"]
     left = _first(rec.left)
     right = _first(rec.right)
-    audio = _audio_plan(rec)
+    audio = _audio_plan(rec, ctx.piece)
     answered_at = max(left.first, right.first) if left and right else None
 
     if left is None or right is None:
@@ -225,7 +292,8 @@ def _transfer_leg(
         # A transfer that moved this party before the two were bridged made
         # this leg; one after it only moved a party on (the recording goes
         # on, but its call is still the one it started as).
-        t = moved.transfer
+        # (the latest one before: a transfer back moved it twice)
+        t = _transfer_before(moved, answered_at + 0.001)
         if t is not None and t.transferer is not None and t.at <= answered_at + 0.001:
             if t.transferer is not other:
                 return TransferLeg("moved", t, t.transferer, other, moved)
@@ -235,6 +303,13 @@ def _transfer_leg(
         if made is not None and made.kind == "attended" and made.transferee is not other:
             return TransferLeg("consult", made, moved, other, moved)
     return None
+
+
+def _transfer_before(ch: Channel, at: float) -> Transfer | None:
+    """The latest transfer that moved `ch` at or before `at` (else its latest)."""
+    before = [t for t in (*(ch.earlier_transfers or ()), ch.transfer)
+              if t is not None and t.at <= at]
+    return before[-1] if before else ch.transfer
 
 
 def _transfer_outcome(
@@ -254,6 +329,9 @@ def _transfer_outcome(
         "left" if leg.user_side_channel is left_party else "right"
     )
     target_side: Literal["left", "right"] = "right" if user_side == "left" else "left"
+    if leg.kind == "moved" and ctx.config.transfers.report == "speakers":
+        return _speakers_outcome(rec, ctx, resolver, audio, explain, leg, user,
+                                 moved_side=user_side, answered_at=answered_at)
     event_type = (
         EventType.EXTENSION_TRANSFER if target.kind == "internal" else EventType.OUTGOING_TRANSFER
     )
@@ -278,6 +356,53 @@ def _transfer_outcome(
         starts=min(starts, leg.target.created) if leg.kind == "consult" else starts,
         answered=answered_at,
         circuit=_circuit_number(resolver, user, target, caller, leg.target),
+    )
+
+
+def _speakers_outcome(
+    rec: Recording,
+    ctx: Context,
+    resolver: PartyResolver,
+    audio: AudioPlan,
+    explain: list[str],
+    leg: TransferLeg,
+    user: Party,
+    *,
+    moved_side: Literal["left", "right"],
+    answered_at: float | None,
+) -> Outcome:
+    """Rule `transfers.report = speakers`: the transferred party's
+    conversation with whoever is now on the line, reported as their own call
+    (each stereo side labelled with who really speaks there); the transfer
+    is kept as a tag."""
+    moved, target = leg.user_side_channel, leg.target
+    other_side: Literal["left", "right"] = "right" if moved_side == "left" else "left"
+    # Who called: the transferred party if it placed the original call (a
+    # customer calling in), else the one now on the line (a user's outgoing
+    # call handed to a colleague is that colleague's outgoing call).
+    caller, callee = (moved, target) if moved.dialled_by is None else (target, moved)
+    from_party, to_party = resolver.describe(caller), resolver.describe(callee)
+    caller_side = moved_side if caller is moved else other_side
+    callee_side = other_side if caller is moved else moved_side
+    event_type = _event_type(from_party, to_party)
+    by = user.extension or user.number
+    explain += [
+        leg.describe(),
+        f"rule transfers.report = speakers: reported as {caller.name}'s call with "
+        f"{callee.name}, tagged 'transferred by {by}'",
+        f"FROM {from_party.explain()} ({caller_side})",
+        f"TO   {to_party.explain()} ({callee_side})",
+        f"event_type {event_type}",
+    ]
+    starts = max(rec.channel.created, leg.transfer.at)
+    return _assemble(
+        rec, ctx, audio, explain,
+        event_type=event_type,
+        parties=[("FROM", from_party, caller_side), ("TO", to_party, callee_side)],
+        starts=starts,
+        answered=answered_at,
+        circuit=_circuit_number(resolver, from_party, to_party, caller, callee),
+        extra_tags=[f"transferred by {by}"],
     )
 
 
@@ -431,19 +556,34 @@ def _voicemail_box(rec: Recording) -> str | None:
     return None
 
 
-def _audio_plan(rec: Recording) -> AudioPlan:
-    bridged = sum(seg.talk for seg in rec.right) if rec.right else None
+def _audio_plan(rec: Recording, piece: Piece | None = None) -> AudioPlan:
+    # The length check's reference: from the first party bridged to the
+    # last one leaving, holds included (a transferer's consultation is a
+    # hold for the customer; summed talk time made it look like a fault). A
+    # piece cut at a transfer holds its conversation up to the cut.
+    bridged = bridged_seconds(rec)
+    if piece is not None and piece.length is not None and rec.right:
+        bridged = piece.end - min(s.first for s in rec.right)
+    window = piece.window if piece is not None else None
     name = rec.file.lower()
     if rec.voicemail_only:
         return AudioPlan(rec.file, "mono", None, None, "wav", "MONAURAL", None, voicemail=True)
     if rec.mode in ("interleaved", "legs"):
-        return AudioPlan(rec.file, rec.mode, rec.receive, rec.transmit, "wav", "STEREO", bridged)
+        return AudioPlan(rec.file, rec.mode, rec.receive, rec.transmit, "wav", "STEREO", bridged,
+                         window=window)
     file_type: AudioFileType = "wav"
     if name.endswith(".mp3"):
         file_type = "mp3"
     elif name.endswith((".m4a", ".mp4")):
         file_type = "m4a"
-    return AudioPlan(rec.file, rec.mode, None, None, file_type, "MONAURAL", bridged)
+    # A mode the events did not show: decided from the name exactly as the
+    # upload will decide from the file (recordings/convert.py): a .raw is
+    # MixMonitor D, interleaved stereo; anything else is sent MONAURAL
+    # unless the file itself has two channels.
+    channel_type: ChannelType = "STEREO" if rec.mode == "unknown" and name.endswith(
+        ".raw") else "MONAURAL"
+    return AudioPlan(rec.file, rec.mode, None, None, file_type, channel_type, bridged,
+                     window=window)
 
 
 def _circuit_number(
@@ -495,9 +635,13 @@ def _assemble(
     starts: float,
     answered: float | None,
     circuit: str | None,
+    extra_tags: Iterable[str] = (),
 ) -> Outcome:
     parties = list(parties)
     tags, queue, group = _collect(rec)
+    tags = [*tags, *extra_tags]
+    if ctx.piece is not None and ctx.piece.index > 0:
+        starts = ctx.piece.start  # a conversation that began at a transfer
     number_problems = [p.number_problem for _, p, _ in parties if p.number_problem]
     problems = list(number_problems)
     refs = [
@@ -519,7 +663,7 @@ def _assemble(
         answered = min(max(answered, min(starts, ends)), ends)
     try:
         call_data = CallData(
-            call_data_id=call_data_id(ctx.pbx_id, recording_key(rec)),
+            call_data_id=call_data_id(ctx.pbx_id, ctx.key or recording_key(rec)),
             audio_file_type=audio.file_type,
             event_type=event_type,
             groupname=group,

@@ -21,7 +21,7 @@ _FIELDS = (
     "origin_num",
     "connected_num", "connected_name", "answered", "hungup", "dial_string", "originated",
     "partial", "did", "ampuser", "queue", "queue_label", "group", "tags", "voicemail_box",
-    "vm_file",
+    "vm_file", "recorded",
 )
 
 
@@ -39,6 +39,9 @@ def dump_recording(rec: Recording) -> dict[str, Any]:
             data["dial_targets"] = [ref(t, depth + 1) for t in ch.dial_targets or ()]
             data["transfer"] = _dump_transfer(ch.transfer, ref, depth)
             data["made_transfer"] = _dump_transfer(ch.made_transfer, ref, depth)
+            if ch.earlier_transfers:
+                data["earlier_transfers"] = [
+                    _dump_transfer(t, ref, depth) for t in ch.earlier_transfers]
         return ch.uniqueid
 
     return {
@@ -51,6 +54,7 @@ def dump_recording(rec: Recording) -> dict[str, Any]:
         "receive": rec.receive,
         "transmit": rec.transmit,
         "mixmonitor_id": rec.mixmonitor_id,
+        "appended_at": rec.appended_at,
         "left": [_dump_segment(s, ref) for s in rec.left],
         "right": [_dump_segment(s, ref) for s in rec.right],
         "seen": [ref(c) for c in rec.seen],
@@ -77,6 +81,8 @@ def load_recording(data: dict[str, Any]) -> Recording:
         ch.dial_targets = targets or None
         ch.transfer = _load_transfer(fields.get("transfer"), built)
         ch.made_transfer = _load_transfer(fields.get("made_transfer"), built)
+        earlier = [_load_transfer(t, built) for t in fields.get("earlier_transfers") or ()]
+        ch.earlier_transfers = [t for t in earlier if t is not None] or None
     rec = Recording(
         file=data["file"],
         channel=built[data["channel"]],
@@ -87,6 +93,7 @@ def load_recording(data: dict[str, Any]) -> Recording:
         transmit=data.get("transmit"),
         mixmonitor_id=data.get("mixmonitor_id"),
     )
+    rec.appended_at = data.get("appended_at")
     rec.left = [_load_segment(s, built) for s in data.get("left", [])]
     rec.right = [_load_segment(s, built) for s in data.get("right", [])]
     rec.seen = [built[u] for u in data.get("seen", []) if u in built]
@@ -100,12 +107,13 @@ def _lookup(built: dict[str, Channel], uid: str | None) -> Channel | None:
 
 def _dump_segment(seg: Segment, ref: Any) -> dict[str, Any]:
     return {"party": ref(seg.party), "first": seg.first, "last": seg.last, "talk": seg.talk,
-            "since": seg.since}
+            "since": seg.since, "spans": [list(span) for span in seg.spans]}
 
 
 def _load_segment(data: dict[str, Any], built: dict[str, Channel]) -> Segment:
     return Segment(party=built[data["party"]], first=data["first"], last=data.get("last"),
-                   talk=data.get("talk", 0.0), since=data.get("since"))
+                   talk=data.get("talk", 0.0), since=data.get("since"),
+                   spans=[(float(a), float(b)) for a, b in data.get("spans") or ()])
 
 
 def _dump_transfer(t: Transfer | None, ref: Any, depth: int) -> dict[str, Any] | None:

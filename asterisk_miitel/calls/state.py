@@ -65,6 +65,9 @@ class Channel:
     vm_file: str | None = None
     vm_recorded: bool = False  # a MixMonitor was running when the message was left
     transfer: Transfer | None = None  # a transfer that moved this channel
+    # Transfers that moved it before `transfer`, oldest first (a transfer back
+    # to the first user moves the customer twice; each makes a conversation).
+    earlier_transfers: list[Transfer] | None = None
     made_transfer: Transfer | None = None  # a transfer this channel (a user) made
     # The latest MixMonitor started on this channel, as its evidence arrives
     # (Newexten, VarSet MIXMONITOR_FILENAME, MixMonitorStart), and the dialplan

@@ -915,7 +915,7 @@ class CallTracker:
         if transferee is None:
             return
         t = Transfer("blind", ts, transferer, event.get("Extension") or None, transferee)
-        transferee.transfer = t
+        _moved(transferee, t)
         if transferer is not None:
             transferer.made_transfer = t
             self._touch(transferer)
@@ -930,7 +930,7 @@ class CallTracker:
         user = transferer or second
         t = Transfer("attended", ts, user, None, transferee)
         if transferee is not None:
-            transferee.transfer = t
+            _moved(transferee, t)
         for ch in (transferer, second):
             if ch is not None:
                 ch.made_transfer = t
@@ -966,7 +966,8 @@ MAX_RECORDED = 16  # recordings remembered per channel (Channel.recorded)
 # What a journal knows of a channel's past that a live snapshot cannot tell.
 _HISTORY = ("context", "exten", "origin_num", "dialled_by", "dial_string", "dial_targets",
             "originated", "did", "ampuser", "queue", "queue_label", "group", "tags",
-            "voicemail_box", "vm_file", "transfer", "made_transfer", "local_peer")
+            "voicemail_box", "vm_file", "transfer", "made_transfer", "local_peer",
+            "earlier_transfers", "recorded")
 
 
 _JOURNAL_WINS = frozenset({"context", "exten", "dialled_by", "originated", "origin_num"})
@@ -983,10 +984,20 @@ def _reachable(rec: Recording) -> dict[str, Channel]:
         found[ch.uniqueid] = ch
         todo.extend(c for c in (ch.dialled_by, ch.local_peer) if c is not None)
         todo.extend(ch.dial_targets or ())
-        for t in (ch.transfer, ch.made_transfer):
+        for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
             if t is not None:
                 todo.extend(c for c in (t.transferer, t.transferee) if c is not None)
     return found
+
+
+def _moved(ch: Channel, t: Transfer) -> None:
+    """`t` moved `ch`; the transfer before it is kept (each made a conversation)."""
+    if ch.transfer is not None and ch.transfer is not t:
+        if ch.earlier_transfers is None:
+            ch.earlier_transfers = []
+        if len(ch.earlier_transfers) < 8:
+            ch.earlier_transfers.append(ch.transfer)
+    ch.transfer = t
 
 
 def _remap(ch: Channel, mapping: dict[str, Channel]) -> None:
@@ -997,7 +1008,7 @@ def _remap(ch: Channel, mapping: dict[str, Channel]) -> None:
     ch.local_peer = m(ch.local_peer)
     if ch.dial_targets:
         ch.dial_targets = [mapping.get(t.uniqueid, t) for t in ch.dial_targets]
-    for t in (ch.transfer, ch.made_transfer):
+    for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
         if t is not None:
             t.transferer = m(t.transferer)
             t.transferee = m(t.transferee)

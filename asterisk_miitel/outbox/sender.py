@@ -390,7 +390,10 @@ class Sender:
             )
             return
         await self._finish(row, "uploaded", None, sent)
-        await asyncio.to_thread(self._cleanup, row)
+        # A recording cut at a transfer is several calls on one file: its
+        # files go only once no other of them still needs them.
+        shared = await self.outbox.file_needed_by_others(row.file, row.id)
+        await asyncio.to_thread(self._cleanup, row, shared)
 
     async def _finish(self, row: Row, state: str, reason: str | None, sent: int) -> None:
         now = self._clock()
@@ -471,7 +474,7 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _cleanup(self, row: Row) -> None:
+    def _cleanup(self, row: Row, shared: bool = False) -> None:
         """After MiiTel's 200 (blocking): our converted WAV; the r()/t() legs
         our dialplan wrote, whatever delete_after_upload says (they exist only
         for us to merge); Asterisk's own files only with delete_after_upload.
@@ -483,7 +486,7 @@ class Sender:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(row.prepared["path"])
         plan = AudioPlan.from_dict(row.audio)
-        if plan.voicemail:
+        if plan.voicemail or shared:
             return
         legs = [p for p in (plan.receive, plan.transmit) if p]
         doomed = [p for p in legs if is_own_leg(p)]

@@ -302,6 +302,15 @@ class Outbox:
         async with self.db.execute("SELECT 1 FROM calls WHERE file = ? LIMIT 1", (file,)) as cur:
             return await cur.fetchone() is not None
 
+    async def file_needed_by_others(self, file: str, call_id: str) -> bool:
+        """Does another call on this recording (a piece of a recording cut at a
+        transfer) still have to be sent, now or after a retry?"""
+        async with self.db.execute(
+            "SELECT 1 FROM calls WHERE file = ? AND id != ?"
+            " AND state NOT IN ('uploaded', 'sent', 'skipped') LIMIT 1", (file, call_id),
+        ) as cur:
+            return await cur.fetchone() is not None
+
     async def journaled(self) -> list[tuple[str, dict[str, Any], float]]:
         async with self.db.execute("SELECT file, data, updated_at FROM journal") as cur:
             rows = await cur.fetchall()

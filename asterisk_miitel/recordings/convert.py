@@ -58,7 +58,7 @@ from .probe import (
     FileType,
     probe,
 )
-from .sources import G711Source, PcmSource, RawPcmSource, SoundFileSource
+from .sources import G711Source, PcmSource, RawPcmSource, SoundFileSource, WindowSource
 from .spec import ChannelType, PreparedAudio, RecordingSpec
 from .wavio import HEADER_BYTES, WavWriter, copy_with_fixed_header, make_private_dir
 
@@ -180,13 +180,29 @@ class _Job:
     # -- one file -------------------------------------------------------
 
     def _single(self, path: str) -> PreparedAudio:
-        opened = self._open(path, passthrough=True, allow_empty=False)
+        # A window (one conversation of the file) is always cut out: never as is.
+        opened = self._open(path, passthrough=self.spec.window is None, allow_empty=False)
         if isinstance(opened, _AsIs):
             return self._result_as_is(opened)
+        opened = self._cut(opened)
         try:
             return self._convert(opened)
         finally:
             opened.close()
+
+    def _cut(self, source: PcmSource) -> PcmSource:
+        """Only the spec's window of `source`, when it has one."""
+        if self.spec.window is None:
+            return source
+        start, end = self.spec.window
+        cut = WindowSource(source, start, end)
+        if source.rate and cut.skipped < round(start * source.rate):
+            self.warnings.append(
+                f"{source.path} holds {source.frames / source.rate:.1f} s, less than the "
+                f"{start:.1f} s where this conversation starts (a D file grows only while "
+                "audio flows): nothing of it is in the file"
+            )
+        return cut
 
     def _open(self, path: str, *, passthrough: bool, allow_empty: bool) -> PcmSource | _AsIs:
         size = _check_file(path, allow_empty=allow_empty, opener=self.opener)
@@ -372,6 +388,7 @@ class _Job:
         left = self._open(receive, passthrough=False, allow_empty=True)
         right = self._open(transmit, passthrough=False, allow_empty=True)
         assert not isinstance(left, _AsIs) and not isinstance(right, _AsIs)
+        left, right = self._cut(left), self._cut(right)
         try:
             return self._merge(left, right)
         finally:

@@ -141,3 +141,40 @@ def import_soundfile(path: str) -> Any:
             "'soundfile' Python package with libsndfile: pip install soundfile",
         ) from exc
     return soundfile
+
+
+class WindowSource:
+    """Frames [start, end) of another source, in seconds: one conversation of
+    a recording cut at a transfer. Skips by reading (every source streams), so
+    memory stays at one chunk."""
+
+    def __init__(self, source: PcmSource, start: float, end: float | None) -> None:
+        self.path = source.path
+        self.rate = source.rate
+        self.channels = source.channels
+        self._source = source
+        self._frame = 2 * source.channels
+        skip = min(source.frames, max(0, round(start * source.rate)))
+        stop = source.frames if end is None else min(source.frames, round(end * source.rate))
+        self.frames = max(0, stop - skip)
+        self.skipped = skip
+        self._skip = skip
+        self._left = self.frames
+        self.trailing_bytes = getattr(source, "trailing_bytes", 0)
+
+    def read(self, frames: int) -> bytes:
+        while self._skip > 0:
+            data = self._source.read(min(self._skip, 64 * 1024))
+            if not data:
+                self._skip = 0
+                break
+            self._skip -= len(data) // self._frame
+        n = min(frames, self._left)
+        if n <= 0:
+            return b""
+        data = self._source.read(n)
+        self._left -= len(data) // self._frame if data else self._left
+        return data
+
+    def close(self) -> None:
+        self._source.close()

@@ -45,12 +45,21 @@ class RecordingSpec:
     transmit: str | None = None  # legs: t() file, audio TO the channel -> RIGHT
     sample_rate: int | None = None  # headerless PCM: None = from the extension (.raw: 8000)
     expected_duration: float | None = None  # seconds bridged, for sanity checks
+    # Only this part, in seconds from the start of the file (end None: to the
+    # end): one conversation of a recording cut at a transfer. For D and
+    # mono files the offset is the time since MixMonitor started; r()/t()
+    # legs are cut alike (Asterisk keeps them in step with silence).
+    window: tuple[float, float | None] | None = None
 
     def __post_init__(self) -> None:
         if self.mode == "legs" and not (self.receive and self.transmit):
             raise ValueError("mode 'legs' needs both receive and transmit paths")
         if self.sample_rate is not None and not 1000 <= self.sample_rate <= 192000:
             raise ValueError(f"implausible sample_rate {self.sample_rate}")
+        if self.window is not None:
+            start, end = self.window
+            if start < 0 or (end is not None and end < start):
+                raise ValueError(f"bad audio window {self.window}")
 
     @property
     def paths(self) -> tuple[str, ...]:
