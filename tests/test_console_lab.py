@@ -2,8 +2,10 @@
 
 A sipp caller rings the lab Asterisk, 1001 answers, the service (its own
 process, `asterisk-miitel run --config`, with `[http] enabled`) uploads the
-call to the MiiTel stand-in; then Chromium loads the console and the call's
-page: the call is listed with its state, and its steps are shown. The
+call to the MiiTel stand-in; then 1001 calls 1002, who has no MiiTel user, so
+that call is set aside. Chromium loads the console and the first call's page:
+both calls are listed with their state, the set-aside one with what to do,
+and the uploaded one's steps are shown. The
 screenshots are kept as test artifacts ($ASTERISK_MIITEL_ARTIFACTS, else
 tests/artifacts/), their paths printed.
 """
@@ -50,6 +52,8 @@ def console_env(chromium: str, lab: Lab, tmp_path: Path,
         return path
 
     monkeypatch.setattr(e2e, "write_config", with_console)
+    # 1002 is nobody in MiiTel here: a call to 1002 is set aside, and says why
+    monkeypatch.setattr(e2e, "USERS", {k: v for k, v in e2e.USERS.items() if k != "1002"})
     with e2e.E2E(lab, tmp_path) as env:
         yield env, f"http://127.0.0.1:{port}"
 
@@ -59,6 +63,9 @@ def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None
     env.play("inbound_answered", duration_ms=2000)
     [call] = env.sent(1)
     call_id = call["call_data_id"]
+    env.play("ext2ext", duration_ms=2000)
+    [aside] = [r for r in env.wait_outbox(2) if r.state == "set_aside"]
+    assert aside.reason_code == "users" and len(env.standin.calls()) == 1
     shots = artifacts_dir()
     overview = shots / "console-overview.png"
     page = load(base + "/", overview)
@@ -69,6 +76,10 @@ def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None
     row = page[page.index('id="recent"'):]
     assert customer in row and "INCOMING_CALL" in row and "uploaded" in row
     assert "read-only" in page and "<form" not in page  # console_actions is off
+    listed = page[page.index("Set aside (1)"):page.index('id="recent"')]
+    assert html.escape(aside.id) in listed and "EXTENSION" in listed
+    assert "give extension 1002 a miitel_user_id in [users]" in listed
+    assert html.escape(f"`asterisk-miitel retry {aside.id}") in listed
     detail = shots / "console-call.png"
     page = load(base + "/calls/" + quote(call_id, safe=""), detail)
     print(f"call page screenshot: {detail}")
