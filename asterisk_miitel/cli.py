@@ -358,6 +358,10 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
     name = "standard input" if args.file == "-" else args.file
     try:
         if args.file == "-":  # `capture ... --out - | replay -`, or a pipe from ssh
+            if sys.stdin.isatty():
+                raise UserError("replay - reads a transcript from standard input: pipe one "
+                                "in (`asterisk-miitel capture --minutes 5 --out - | "
+                                "asterisk-miitel replay -`)")
             stream = _Counting(sys.stdin.buffer)
             tracker, parser = replay_stream(stream, config, emit, start_time=time.time() - 3600)
         else:

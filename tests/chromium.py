@@ -61,7 +61,9 @@ def ensure_chromium() -> str:
 
 def load(url: str, screenshot: Path, *, size: str = "1280,900", timeout: float = 60.0) -> str:
     """Load `url` in headless Chromium with no network beyond it; return the DOM
-    after load and write a PNG screenshot of the window."""
+    after load and write a PNG screenshot of the window. (--dump-dom needs
+    JavaScript on in the browser; the pages carry no script, which their CSP
+    forbids anyway.)"""
     binary = ensure_chromium()
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:

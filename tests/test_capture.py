@@ -168,3 +168,19 @@ async def test_replay_explain_and_plain_agree_on_what_would_be_set_aside(tmp_pat
     assert len(out.splitlines()) == 1  # still printed: what it would send once fixed
     code, out, _ = await run("replay", "-", "--explain", "--config", str(config), stdin=data)
     assert b"# would be set aside (users)" in out
+
+
+def test_replay_dash_on_a_terminal_says_what_to_pipe(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    config = write_config(tmp_path, 5038)
+    _master, terminal = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "asterisk_miitel", "replay", "-",
+                                 "--config", str(config)], stdin=terminal,
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(terminal)
+        os.close(_master)
+    assert result.returncode == 2 and "pipe one in" in result.stderr  # it does not hang

@@ -76,6 +76,7 @@ def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None
     row = page[page.index('id="recent"'):]
     assert customer in row and "INCOMING_CALL" in row and "uploaded" in row
     assert "read-only" in page and "<form" not in page  # console_actions is off
+    assert "<script" not in page  # nothing needs JavaScript
     listed = page[page.index("Set aside (1)"):page.index('id="recent"')]
     assert html.escape(aside.id) in listed and "EXTENSION" in listed
     assert "give extension 1002 a miitel_user_id in [users]" in listed
