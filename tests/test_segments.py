@@ -366,3 +366,73 @@ def test_pieces_survive_the_journal() -> None:
     assert cut_times(again) == cut_times(rec)
     assert [o.call_data_id for o in classify_segments(again, ctx())] == [
         o.call_data_id for o in classify_segments(rec, ctx())]
+
+
+def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
+    """FreePBX 17: 1002's own recording, the consultation recorded on the
+    Local ;2 half, and on AttendedTransfer a MixMonitor over AMI (no
+    dialplan step: only its VarSet) appending to 1002's file on the customer's
+    channel. Every conversation once, each from where it was recorded."""
+    c = Call()
+    name, uid, context, num, cid = TRUNK
+    c.channel(0, name, uid, context, num, cid, exten="0312345678")
+    c.channel(0.2, "PJSIP/1002-00000002", "1.2", "from-internal", "1002")
+    c.dial(0.2, uid, "1.2", "PJSIP/1002")
+    c.record(0.5, "1.2", "/rec/a.raw")
+    c.enter(1, "1.2", "b1")
+    c.enter(1, uid, "b1")
+    # 1002 dials *2 1003: the customer is held, 1002 consults over a Local pair
+    c.leave(3, "1.2", "b1")
+    c.channel(3, "Local/1003@from-internal-00000001;1", "1.3", "from-internal", "1002")
+    c.channel(3, "Local/1003@from-internal-00000001;2", "1.4", "from-internal", "1002",
+              exten="1003")
+    c.enter(3.01, "1.3", "b2")
+    c.enter(3.01, "1.2", "b2")
+    c.record(3.02, "1.4", "/rec/l.raw")
+    c.channel(3.05, "PJSIP/1003-00000005", "1.5", "from-internal", "1003")
+    c.dial(3.05, "1.4", "1.5", "PJSIP/1003")
+    c.enter(3.5, "1.5", "b3")
+    c.enter(3.5, "1.4", "b3")
+    # 1002 hangs up: the transfer completes, the Local ;1 half joins the customer
+    c.leave(9, "1.3", "b2")
+    c.enter(9, "1.3", "b1")
+    c.leave(9, "1.2", "b2")
+    c.ev("AttendedTransfer", 9.0, "", Result="Success",
+         OrigTransfererUniqueid="1.2", OrigTransfererChannel="PJSIP/1002-00000002",
+         SecondTransfererUniqueid="1.2", SecondTransfererChannel="PJSIP/1002-00000002",
+         TransfereeUniqueid=uid, TransfereeChannel=name, DestType="Bridge")
+    c.hangup(9.001, "1.2")
+    c.ev("VarSet", 9.05, uid, Variable="MIXMONITOR_FILENAME", Value="/rec/a.raw")
+    c.ev("MixMonitorStart", 9.05, uid)
+    c.leave(15, uid, "b1")
+    c.leave(15, "1.3", "b1")
+    c.hangup(15, uid)
+    c.hangup(15, "1.3")
+    c.leave(15, "1.4", "b3")
+    c.leave(15, "1.5", "b3")
+    c.hangup(15, "1.4")
+    c.hangup(15, "1.5")
+    got = {}
+    for rec in c.closed:
+        for o in classify_segments(rec, ctx()):
+            got[o.key] = o
+    assert sorted(got) == ["/rec/a.raw", "/rec/a.raw#2", f"/rec/a.raw#appended:{uid}",
+                           "/rec/l.raw", "/rec/l.raw#2"]
+    first = got["/rec/a.raw"]  # 1002's own channel: 1002 left, the customer right
+    assert event_type(first) == "INCOMING_CALL"
+    assert parties(first) == [("FROM", "right", "0312349999"), ("TO", "left", "1002")]
+    assert got["/rec/a.raw#2"].skip and "/rec/l.raw" in got["/rec/a.raw#2"].skip
+    consult = got["/rec/l.raw"]
+    assert event_type(consult) == "EXTENSION_TRANSFER"
+    assert parties(consult) == [("FROM", "left", "1002"), ("TO", "right", "1003")]
+    assert got["/rec/l.raw#2"].skip and "/rec/a.raw" in got["/rec/l.raw#2"].skip
+    moved = got[f"/rec/a.raw#appended:{uid}"]
+    assert event_type(moved) == "EXTENSION_TRANSFER"
+    assert parties(moved) == [("FROM", "left", "1002"), ("TO", "right", "1003")]
+    # its audio: after the 8.5 s 1002's recording wrote into the file
+    assert moved.audio.window == (pytest.approx(8.501), None)
+    speakers = next(o for o in classify_segments(
+        next(r for r in c.closed if r.appended_at is not None), ctx("speakers")))
+    assert event_type(speakers) == "INCOMING_CALL"
+    assert parties(speakers) == [("FROM", "left", "0312349999"), ("TO", "right", "1003")]
+    assert tags(speakers) == ["transferred by 1002"]

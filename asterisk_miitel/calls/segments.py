@@ -19,8 +19,10 @@ party set is replaced by a disjoint one. Pure functions, no I/O.
   marked `duplicate_of` and is not sent twice: the consultation recorded on
   a Local half, once the transfer moves the customer in, duplicates the
   customer's own recording; after a blind transfer, a second MixMonitor on
-  the customer's channel duplicates the first one, which runs on. Piece 0
-  is never dropped: it is what a recording was before pieces existed.
+  the customer's channel duplicates the first one, which runs on; a user's
+  own recording, once they consult a colleague, duplicates the recording
+  the consultation's Local half makes. Piece 0 is never dropped: it is what
+  a recording was before pieces existed.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def pieces(rec: Recording) -> list[Piece]:
             left=left, right=right,
         )
         if i > 0:
-            piece = replace(piece, duplicate_of=_recorded_elsewhere(rec, piece))
+            piece = replace(piece, duplicate_of=_recorded_elsewhere(rec, piece, bounds[i - 1]))
         out.append(piece)
     return out
 
@@ -169,22 +171,50 @@ def _clip(segments: list[Segment], start: float, stop: float, until: float) -> l
     return out
 
 
-def _recorded_elsewhere(rec: Recording, piece: Piece) -> str | None:
+def _recorded_elsewhere(rec: Recording, piece: Piece, since: float) -> str | None:
     """Another recording that holds this piece's conversation, from the start
     of the piece to its end: the one to send it from."""
     parties = [p for p in (*piece.left, *piece.right) if not p.is_local]
     own = any(p is rec.channel for p in parties)
     for party in parties:
-        for entry in party.recorded or ():
-            file, started, ended = entry[0], entry[1], entry[2]
-            if file == rec.file or not isinstance(started, float | int):
-                continue
-            if started > piece.start + COVER_TOLERANCE:
-                continue
-            if isinstance(ended, float | int) and ended < piece.end - COVER_TOLERANCE:
-                continue
+        for file in _covering(party, rec, piece):
             if not own:
-                return str(file)  # a Local half's copy: the party's own recording wins
-            if party is rec.channel and started > rec.started:
-                return str(file)  # the newer MixMonitor on the same channel, made for it
+                return file  # a Local half's copy: the party's own recording wins
+            if party is rec.channel and _started(party, file) > rec.started:
+                return file  # the newer MixMonitor on the same channel, made for it
+    ch = rec.channel
+    moved = [t for t in (*(ch.earlier_transfers or ()), ch.transfer)
+             if t is not None and since < t.at <= piece.start + COVER_TOLERANCE]
+    if moved:
+        return None  # a transfer brought this channel here: its own recording holds it
+    for party in parties:
+        # A user's own recording once they consult a colleague: the Local
+        # half that dialled the colleague (the consultation's ;2) records
+        # that conversation from its start, as its first piece.
+        dialler = party.dialled_by
+        if dialler is not None and dialler.is_local and dialler is not rec.channel:
+            for file in _covering(dialler, rec, piece):
+                return file
     return None
+
+
+def _covering(ch: Channel, rec: Recording, piece: Piece) -> list[str]:
+    """Files of `ch`'s other recordings that ran through the whole piece."""
+    out = []
+    for entry in ch.recorded or ():
+        file, started, ended = entry[0], entry[1], entry[2]
+        if file == rec.file or not isinstance(started, float | int):
+            continue
+        if started > piece.start + COVER_TOLERANCE:
+            continue
+        if isinstance(ended, float | int) and ended < piece.end - COVER_TOLERANCE:
+            continue
+        out.append(str(file))
+    return out
+
+
+def _started(ch: Channel, file: str) -> float:
+    for entry in ch.recorded or ():
+        if entry[0] == file and isinstance(entry[1], float | int):
+            return float(entry[1])
+    return 0.0
