@@ -287,3 +287,11 @@ async def test_legs_not_named_by_our_dialplan_are_kept_unless_configured(
             await wait_for(done(service), 15)
     assert [c["status"] for c in standin.calls()] == ["uploaded"]
     assert all(leg.exists() for leg in legs) and freepbx_wav.exists()
+
+
+def test_check_fails_when_no_recordings_folder_is_allowed(tmp_path: Path) -> None:
+    from asterisk_miitel.ops.check import recordings_result
+
+    config = service_config(tmp_path, 1, None, recordings={"dirs": []})
+    result = recordings_result(config)
+    assert result.ok is False and "none can be sent" in result.detail

@@ -446,7 +446,9 @@ def _local_checks(config: Config) -> list[CheckResult]:
 def recordings_result(config: Config) -> CheckResult:
     name = "recordings folder"
     if not config.recordings.dirs:
-        return CheckResult(name, None, "recordings.dirs is empty: nothing to check")
+        return CheckResult(name, False, "recordings.dirs is empty: the service reads "
+                           "recordings only under these folders, so none can be sent; list the "
+                           "folder(s) Asterisk records into")
     problems = []
     for _, host in recording_dirs(config):
         problem = check_access(host)
