@@ -37,6 +37,7 @@ DEMO_USERS = {
     },
 }
 FINAL = ("uploaded", "sent", "set_aside", "skipped")
+SPEAKING = 100.0  # RMS above this: someone talks on that channel
 
 
 def _bundled() -> tuple[bytes, list[Path]]:
@@ -98,7 +99,18 @@ async def run_demo(keep: str | None = None, debug: bool = False) -> int:
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     ok = bool(calls) and all(c["status"] == "uploaded" for c in calls)
+    if ok:
+        print(NEXT_STEP)
     return 0 if ok else 1
+
+
+# Said once the demo call is in: where a user goes from here.
+NEXT_STEP = """
+Next: connect it to your PBX.
+  asterisk-miitel setup --pbx plain --dry-run    (or --pbx freepbx) what installing changes
+  asterisk-miitel capture --minutes 10           record your PBX's AMI stream meanwhile, then
+  asterisk-miitel replay FILE --explain          what each of your calls would become
+docs/OPERATIONS.md is the guide (docs/FREEPBX.md for FreePBX 17)."""
 
 
 async def _wait_until_done(service: Service, ami: FakeAmi, limit: float = 30.0) -> None:
@@ -121,6 +133,10 @@ async def _wait_until_done(service: Service, ami: FakeAmi, limit: float = 30.0) 
 def _print_call(call: dict[str, Any]) -> None:
     data = call["call_data"]
     print(json.dumps(data, ensure_ascii=False, indent=2))
+    if "group_name" in data and "groupname" in data:
+        print("  groupname and group_name carry the same value: MiiTel's schema names the "
+              "field groupname,\n  its official code samples send group_name; the service "
+              "sends both.")
     print(
         f"  status: {call['status']}"
         + (f" ({call['error']})" if call.get("error") else "")
@@ -131,11 +147,19 @@ def _print_call(call: dict[str, Any]) -> None:
     if path and call.get("channels") == 2:
         left, right = _rms(path)
         who = {p["stereo_lr"]: p for p in data["participants"]}
+        silent = []
         for side, level in (("left", left), ("right", right)):
             p = who.get(side, {})
             label = f"{p.get('type')} {p.get('number')} {p.get('name') or ''}".strip()
             print(f"  {side:<5} channel: {label:<40} audio level {level:7.1f}"
-                  + ("  (speaking)" if level > 100 else "  (silent)"))
+                  + ("  (speaking)" if level > SPEAKING else "  (silent)"))
+            if level <= SPEAKING:
+                silent.append(p.get("name") or p.get("number") or side)
+        if len(silent) == 1:
+            print(f"  {silent[0]}'s side is silent because the captured caller was: the "
+                  "call was recorded\n  in the test lab with a phone that sent no audio. "
+                  "On your PBX both channels carry\n  speech; what matters here is that "
+                  "each speaker is on their own channel.")
 
 
 def _rms(path: str) -> tuple[float, float]:

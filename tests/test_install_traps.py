@@ -601,3 +601,20 @@ def test_check_env_file_refuses_the_mangled_url_without_showing_it(
     assert main(["check", "--config", str(config), "--env-file", str(env)]) == 2
     err = capsys.readouterr().err
     assert "MIITEL_WEBHOOK_URL" in err and "comment" in err and SECRET_PATH not in err
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def test_demo_explains_the_silent_side_group_name_and_the_next_step(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from asterisk_miitel.cli import main
+
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Tanaka Hanako's side is silent because the captured caller was" in out
+    assert "groupname and group_name carry the same value" in out
+    tail = out.rstrip().splitlines()[-5:]
+    assert tail[0] == "Next: connect it to your PBX."
+    assert any("asterisk-miitel setup --pbx plain --dry-run" in line for line in tail)

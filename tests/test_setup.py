@@ -225,3 +225,23 @@ def test_run_setup_reports_without_printing(tree: Path) -> None:
     report = run_setup(Options(root=tree, dry_run=True))
     assert any("extensions.conf" in line for line in report.lines)
     assert report.todo and not report.kept
+
+
+def test_every_template_setup_uses_is_installed_with_the_package() -> None:
+    """pip install (not from the checkout) must bring the files setup copies."""
+    import re
+    import tomllib
+
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "data-files"]
+    installed = {f for files in data_files.values() for f in files}
+    for files in data_files.values():
+        for name in files:
+            assert (REPO / name).is_file(), name
+    source = (REPO / "asterisk_miitel" / "ops" / "setup.py").read_text()
+    used = set(re.findall(r'template\("([^"]+)"\)', source))
+    used |= set(re.findall(r"template\('([^']+)'\)", source))
+    assert used and used <= installed, used - installed
+    for name in used:  # template() looks for <prefix>/share/asterisk-miitel/<name>
+        target = "share/asterisk-miitel/" + str(Path(name).parent)
+        assert name in data_files[target], (name, target)
