@@ -295,3 +295,49 @@ def test_check_fails_when_no_recordings_folder_is_allowed(tmp_path: Path) -> Non
     config = service_config(tmp_path, 1, None, recordings={"dirs": []})
     result = recordings_result(config)
     assert result.ok is False and "none can be sent" in result.detail
+
+
+# -- voicemail: VM_MESSAGEFILE names the message without its extension -------------------
+
+VOICEMAIL = Path(__file__).parent / "fixtures" / "captures" / "inbound_voicemail"
+VM_RUN = "/tmp/asterisk-miitel-lab-9lajqw51/spool"
+VM_MESSAGE = f"{VM_RUN}/voicemail/default/1003/INBOX/msg0000"
+
+
+async def _voicemail_call(tmp_path: Path, standin: StandIn, message: str) -> list:  # type: ignore[type-arg]
+    raw = (VOICEMAIL / "ami_miitel.log").read_bytes().replace(VM_MESSAGE.encode(),
+                                                               message.encode())
+    events = shift_times(transcript_events(raw), time.time() - 10)
+    (tmp_path / "spool" / "monitor").mkdir(parents=True)
+    shutil.copy(VOICEMAIL / "miitel-1795474031-1795474031.0-1.raw", tmp_path / "spool" / "monitor")
+    async with FakeAmi(events) as ami:
+        config = service_config(
+            tmp_path, ami.port, standin.webhook_url, **_freepbx_config(
+                recordings={"path_map": {VM_RUN: str(tmp_path / "spool")},
+                            "dirs": [f"{VM_RUN}/monitor"]},
+                catchup={"voicemail_dirs": [f"{VM_RUN}/voicemail"]}))
+        async with running(config) as service:
+            await wait_for(done(service, 2), 15)
+            return await service.outbox.latest(["set_aside", "uploaded"])
+
+
+async def test_a_voicemail_message_in_the_spool_is_sent(tmp_path: Path, standin: StandIn) -> None:
+    box = tmp_path / "spool" / "voicemail" / "default" / "1003" / "INBOX"
+    box.mkdir(parents=True)
+    shutil.copy(VOICEMAIL / "msg0000.wav", box)
+    rows = await _voicemail_call(tmp_path, standin, VM_MESSAGE)
+    assert [r.state for r in rows] == ["uploaded"]
+    [call] = standin.calls()
+    assert call["call_data"]["event_type"] == "AUTOMATIC_RECORD"
+
+
+async def test_a_voicemail_message_named_outside_the_spool_is_refused(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(VOICEMAIL / "msg0000.wav", outside / "msg0000.wav")
+    [row] = await _voicemail_call(tmp_path, standin, str(outside / "msg0000"))
+    assert row.state == "set_aside" and row.reason_code == "recording"
+    assert str(outside / "msg0000") in (row.reason or "") and "voicemail_dirs" in (row.reason or "")
+    assert standin.calls() == [] and (outside / "msg0000.wav").exists()
