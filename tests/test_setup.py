@@ -201,6 +201,8 @@ def test_setup_freepbx_uses_the_custom_files_and_leaves_generated_ones(tree: Pat
         REPO / "dialplan" / "freepbx" / "extensions_miitel.conf").read_text()
     assert (etc / "miitel-record.conf").exists()  # extensions_miitel.conf includes it
     assert "miitel-from-pstn" in out and "fwconsole reload" in out
+    assert "does not #include manager_custom.conf" not in out
+    assert "extensions.conf does not #include extensions_custom.conf" in out  # ours: plain
     unit = (tree / "etc" / "systemd" / "system" / "asterisk-miitel.service").read_text()
     assert "freepbx.service" in unit.split("After=", 1)[1].split("\n", 1)[0]
 

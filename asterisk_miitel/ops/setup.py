@@ -279,6 +279,8 @@ def run_setup(opts: Options) -> Report:
         _apply(step, opts, state, report)
     manager_file = "manager_custom.conf" if opts.pbx == "freepbx" else "manager.conf"
     _foreign_manager_user(opts, manager_file, report)
+    if opts.pbx == "freepbx":
+        _freepbx_includes(opts, report)
     if not opts.dry_run:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n", 0o600)
@@ -375,6 +377,18 @@ def _foreign_manager_user(opts: Options, manager_file: str, report: Report) -> N
             f"{opts.etc / manager_file} already has a [{opts.ami_user}] user outside setup's "
             f"block: remove one of the two (Asterisk would use the last), and keep the "
             f"secret equal to ASTERISK_MIITEL_AMI__SECRET in {opts.config_dir / 'env'}")
+
+
+def _freepbx_includes(opts: Options, report: Report) -> None:
+    """FreePBX's generated files include the *_custom.conf ones; say so if not."""
+    etc = opts.at(opts.etc)
+    for generated, custom in (("manager.conf", "manager_custom.conf"),
+                              ("extensions.conf", "extensions_custom.conf")):
+        text = _read(etc / generated)
+        if text and not re.search(rf"^\s*#include\s+\"?\S*{re.escape(custom)}\"?", text, re.M):
+            report.kept.append(
+                f"{opts.etc / generated} does not #include {custom} (FreePBX's own does): "
+                f"what setup wrote there is not read until it does; is this FreePBX?")
 
 
 def todo(opts: Options, manager_file: str) -> list[str]:
