@@ -684,3 +684,54 @@ def test_split_args_is_asterisks_split(data: str, delim: str, remove: bool, limi
     assume(not data.endswith("\\"))
     assert split_args(data, delim, remove=remove, limit=limit) == _asterisk_split(
         data, delim, remove, limit)
+
+
+# -- check against the real Asterisk 16.16.2 (the lab) -----------------------------------
+
+@pytest.mark.lab
+@pytest.mark.parametrize("asterisk_lab", ["16"], indirect=True, ids=["ast16"])
+async def test_check_on_a_real_asterisk_16(asterisk_lab: Any, tmp_path: Path) -> None:
+    """`check` logged in as the lab's least-privileged user while a plain
+    dialplan MixMonitor records a call: 16.16.2 says it has no MixMonitorStart,
+    and the filter lets through the Newexten and VarSet the service uses instead."""
+    import asyncio
+
+    from asterisk_miitel.config import Config
+    from asterisk_miitel.ops.check import run_checks
+
+    from .lab.scenarios import SCENARIOS, Runner
+
+    lab = asterisk_lab
+    lab.wait_idle()
+    config = Config(
+        ami={"host": lab.ami_host, "port": lab.ami_port, "username": lab.miitel_username,
+             "secret": lab.miitel_secret},
+        outbox={"path": str(tmp_path / "outbox.sqlite3")},
+        recordings={"work_dir": str(tmp_path / "work"), "dirs": [str(lab.recordings_dir)],
+                    "min_free_mb": 0},
+    )
+    runner = Runner(lab)
+
+    def play() -> None:
+        import time
+
+        time.sleep(0.5)  # logged in and listening by then
+        SCENARIOS["plain_mixmonitor"][1](lab, runner, duration_ms=1500)
+        runner.wait_all()
+
+    try:
+        results, _ = await asyncio.gather(run_checks(config, listen_seconds=6.0),
+                                          asyncio.to_thread(play))
+    finally:
+        runner.kill_all()
+        lab.wait_idle(timeout=30)
+    got = {r.name: r for r in results}
+    assert got["AMI login"].ok and "Asterisk Call Manager 5.0.2" in got["AMI login"].detail
+    assert got["Asterisk version"].ok and "16.16.2" in got["Asterisk version"].detail
+    events = got["MixMonitor events"]
+    assert events.ok is True, events.detail
+    assert "Asterisk 16.16.2 sends no MixMonitorStart/MixMonitorStop" in events.detail
+    assert "Newexten MixMonitor x1" in events.detail
+    assert "VarSet MIXMONITOR_FILENAME x1" in events.detail
+    assert "MixMonitorStart" not in events.detail.partition("seen while listening")[2]
+    assert got["AMI event filter"].ok is True, got["AMI event filter"].detail
