@@ -10,6 +10,9 @@ modes where they differ.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -436,3 +439,45 @@ def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
     assert event_type(speakers) == "INCOMING_CALL"
     assert parties(speakers) == [("FROM", "left", "0312349999"), ("TO", "right", "1003")]
     assert tags(speakers) == ["transferred by 1002"]
+
+
+def test_replay_explain_shows_the_pieces_and_the_speakers_rule(tmp_path: Path) -> None:
+    users = "\n".join(f'"{ext}" = {{ miitel_user_id = "{u["miitel_user_id"]}" }}'
+                      for ext, u in USERS.items())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[pbx]\nid = "t"\n[transfers]\nreport = "speakers"\n[users]\n{users}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "asterisk_miitel", "replay",
+         str(CAPTURES / "attended_transfer" / "ami_miitel.log"), "--explain",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "piece 2: PJSIP/trunk-00000013 + PJSIP/1003-00000015" in result.stdout
+    assert "rule transfers.report = speakers" in result.stdout
+    assert "is also in recording" in result.stdout
+
+
+def test_replay_says_stereo_for_a_raw_whose_mode_it_cannot_see() -> None:
+    """Only VarSet MIXMONITOR_FILENAME names the file (no MiiTelRecording, no
+    AppData): the upload reads a .raw as D stereo, and so does replay now,
+    keeping the tracker's sides (it answered MONAURAL, FROM left)."""
+    c = Call()
+    name, uid = TRUNK[0], TRUNK[1]
+    c.channel(0, "PJSIP/1001-00000002", "1.2", "from-internal", "1001", exten="0312349999")
+    c.ev("VarSet", 0.1, "1.2", Variable="MIXMONITOR_FILENAME", Value="/rec/x.raw")
+    c.channel(0.2, name, uid, "from-pstn", "")
+    c.dial(0.2, "1.2", uid, "PJSIP/0312349999@trunk")
+    c.enter(1, uid, "b1")
+    c.enter(1, "1.2", "b1")
+    c.hangup(5, "1.2")
+    [rec] = c.closed
+    assert rec.mode == "unknown"
+    [outcome] = classify_segments(rec, ctx())
+    assert outcome.call_data is not None
+    assert outcome.call_data.audio_channel_type == "STEREO"
+    assert parties(outcome) == [("FROM", "left", "1001"), ("TO", "right", "0312349999")]
+    wav = Call()
+    wav.channel(0, "PJSIP/1001-00000002", "1.2", "from-internal", "1001")
+    wav.ev("VarSet", 0.1, "1.2", Variable="MIXMONITOR_FILENAME", Value="/rec/x.sln")
+    wav.hangup(2, "1.2")
+    assert classify_segments(wav.closed[0], ctx())[0].audio.channel_type == "MONAURAL"
