@@ -618,3 +618,21 @@ def test_demo_explains_the_silent_side_group_name_and_the_next_step(
     tail = out.rstrip().splitlines()[-5:]
     assert tail[0] == "Next: connect it to your PBX."
     assert any("asterisk-miitel setup --pbx plain --dry-run" in line for line in tail)
+
+
+def test_retry_help_example_looks_like_a_real_call_data_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from asterisk_miitel.calls.classify import call_data_id
+    from asterisk_miitel.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["retry", "--help"])
+    example = capsys.readouterr().out.split("example:", 1)[1].split()[2]
+    real = call_data_id("pbx1", "/var/spool/asterisk/monitor/"
+                                "miitel-1795472139-1795472139.4-1.raw")
+
+    def shape(text: str) -> str:
+        return re.sub(r"[0-9a-f]{16}$", "<hash>", re.sub(r"\d", "9", text))
+
+    assert shape(example) == shape(real), (example, real)
