@@ -341,3 +341,26 @@ async def test_a_voicemail_message_named_outside_the_spool_is_refused(
     assert row.state == "set_aside" and row.reason_code == "recording"
     assert str(outside / "msg0000") in (row.reason or "") and "voicemail_dirs" in (row.reason or "")
     assert standin.calls() == [] and (outside / "msg0000.wav").exists()
+
+
+async def test_legs_that_cannot_be_deleted_cost_one_warning_not_the_call(
+    tmp_path: Path, standin: StandIn, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As root every delete is allowed: the service's user without write access, simulated.
+    def refuse(self: AllowedDirs, path: str) -> bool:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(AllowedDirs, "unlink_file", refuse)
+    events, (_wav, *legs) = _freepbx_call(tmp_path)
+    async with FakeAmi(events) as ami:
+        config = service_config(tmp_path, ami.port, standin.webhook_url, **_freepbx_config(
+            recordings={"path_map": {FREEPBX_SPOOL: str(tmp_path / "monitor")},
+                        "dirs": [FREEPBX_SPOOL]}))
+        async with running(config) as service:
+            await wait_for(done(service), 15)
+            [row] = await service.outbox.latest(["uploaded"])
+    assert [c["status"] for c in standin.calls()] == ["uploaded"] and row.state == "uploaded"
+    assert all(leg.exists() for leg in legs)
+    warnings = [r.getMessage() for r in caplog.records if "could not be deleted" in r.getMessage()]
+    assert len(warnings) == 1 and "write access" in warnings[0]  # once per folder
