@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     calls = add("calls", "recent calls, newest first: time, id, event_type, parties, state, "
                 "reason ('calls show ID': one call in full)",
                 "asterisk-miitel calls --state set_aside --since 1d\n"
-                "  asterisk-miitel calls show pbx1:1795468345.4.raw:e4e7265ddfab0f6b")
+                "  asterisk-miitel calls show "
+                "pbx1:miitel-1795472139-1795472139.4-1.raw:e4e7265ddfab0f6b")
     calls.add_argument("--state", action="append", default=[], metavar="STATE",
                        help="only these states (repeat or comma-separate): waiting_recording, "
                        "ready, posting, created, uploaded, sent, set_aside, skipped; "

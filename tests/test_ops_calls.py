@@ -295,3 +295,10 @@ async def test_status_reads_the_outbox_lock_too(tmp_path: Path) -> None:
             lock.release()
         gone = await ops_calls.service_state(outbox, now=NOW + 120)
         assert gone.running is False and "no heartbeat for 120 s" in gone.how
+
+
+def test_the_new_commands_have_help_with_an_example() -> None:
+    for command in (["calls"], ["calls", "show"], ["capture"], ["status"]):
+        result = cli(*command, "--help")
+        assert result.returncode == 0 and "example" in result.stdout.lower(), command
+    assert "--state STATE" in cli("calls", "--help").stdout
