@@ -143,6 +143,7 @@ async def test_the_overview_lists_calls_with_reasons_and_actions(readonly: Any) 
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert "Healthy" in page and "connected" in page
+    assert "1 call(s) set aside after MiiTel&#x27;s answer" in page  # the outcome_unknown one
     assert re.search(r'<span class="n warn">2</span><span>set aside</span>', page)
     assert "Set aside (2)" in page and "pbx1:a.raw:1" in page
     assert "give extension 1001 a miitel_user_id in [users]" in page

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("asterisk_miitel.console")
 
 RECENT = 50
+# Set aside because of what MiiTel answered (or did not): a MiiTel problem.
+MIITEL_CODES = frozenset({"rejected", "outcome_unknown", "upload_refused", "upload_expired"})
 STATE_LABELS = {
     "waiting_recording": "waiting for the recording", "ready": "ready to send",
     "posting": "being sent", "created": "uploading", "uploaded": "uploaded",
@@ -91,12 +93,13 @@ class Console:
     def token(self, call_id: str) -> str:
         return hmac.new(self.secret, f"retry\0{call_id}".encode(), hashlib.sha256).hexdigest()
 
+    def __post_init__(self) -> None:
+        # Names only, no DNS lookup: a slow resolver must not stall a page.
+        host = socket.gethostname().lower()
+        self._hosts = {"localhost", self.config.http.host.lower(), host, host.split(".")[0]}
+
     def allowed_hosts(self) -> set[str]:
-        names = {"localhost", self.config.http.host.lower()}
-        for name in (socket.gethostname(), socket.getfqdn()):
-            if name:
-                names.add(name.lower())
-        return names
+        return self._hosts
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -176,7 +179,7 @@ async def _index(request: web.Request) -> web.Response:
                 if r.last_error]
     last_upload = await outbox.last_uploaded_at()
     parts = [
-        _health_section(console, healthy, body, retrying, last_upload),
+        _health_section(console, healthy, body, retrying, aside, last_upload),
         _counts_section(counts, states),
         _aside_section(console, aside, counts.get("set_aside", 0), tz),
         _recent_section(recent, states, tz),
@@ -280,7 +283,7 @@ async def _retry(request: web.Request) -> web.Response:
 
 
 def _health_section(console: Console, healthy: bool, body: dict[str, Any],
-                    retrying: list[Row], last_upload: float | None) -> str:
+                    retrying: list[Row], aside: list[Row], last_upload: float | None) -> str:
     now = console.clock()
     ami = body.get("ami") or {}
     if ami.get("connected") is None:
@@ -303,6 +306,9 @@ def _health_section(console: Console, healthy: bool, body: dict[str, Any],
                   f"{scrub(latest.last_error or '')}")
     else:
         miitel = "no errors"
+    refused = sum(1 for r in aside if (r.reason_code or "") in MIITEL_CODES)
+    if refused:
+        miitel += f"; {refused} call(s) set aside after MiiTel's answer (below)"
     if uploads_on and last_upload is not None:
         miitel += f"; last upload {ops_calls.ago(now - last_upload)}"
     outbox = body.get("outbox") or {}
@@ -436,7 +442,9 @@ def _page(status: int, title: str, body: str, *, console: Console | None = None
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>asterisk-miitel</h1><span>{_e(__version__)}</span>{pbx}{mode}</header>"
-        f"<main>{body}</main></body></html>")
+        f"<main>{body}<p class=\"muted\">Also: <a href=\"/healthz\">/healthz</a> (JSON), "
+        "<a href=\"/metrics\">/metrics</a> (Prometheus). This page does not refresh by "
+        "itself: reload it.</p></main></body></html>")
     resp = web.Response(status=status, text=text, content_type="text/html", charset="utf-8")
     resp.headers.update(HEADERS)
     return resp
