@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -155,7 +155,10 @@ def _same_origin(request: web.Request) -> bool:
     """What the browser says about where the form was: it must be this page."""
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin == f"{request.scheme}://{request.host}"
+        # Host and port, not the scheme: behind a TLS proxy the browser says https
+        # while this server hears http.
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc == request.host
     site = request.headers.get("Sec-Fetch-Site")
     return site in (None, "same-origin", "none")
 
