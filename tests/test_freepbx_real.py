@@ -9,6 +9,7 @@ FreePBX 17 makes on Asterisk 21+. These tests read those files from
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,93 @@ def test_freepbx_real_restarted_mixmonitor_is_one_recording(restart_header: bool
     assert rec.end_reason == "hangup" and rec.mode == "legs"
     assert rec.receive.endswith("m-1-in.wav") and rec.transmit.endswith("m-1-out.wav")
     assert [p.uniqueid for p in rec.seen] == ["1.0", "1.1"]
+
+
+@pytest.mark.lab
+def test_freepbx_real_queue_member_recording_is_stereo(real: E2E) -> None:
+    # a16: 1101 calls queue 1301 (members 1101, 1180); b15: 101 calls queue 201
+    # (members 101-103). The queue's own policy (dontcare / never) records nothing on
+    # the caller; each member's extension policy (force) records its Local/<ext>@
+    # from-queue;2 channel: FreePBX's file, restarted with legs at its predial hook.
+    env, v = real, variant_of(real)
+    a, b = ext(env, 0), ext(env, 1)
+    queue = {"freepbx16-ast18-a": "1301", "freepbx15-ast16-b": "201"}[v.name]
+    members = {"freepbx16-ast18-a": ("1101", "1180"),
+               "freepbx15-ast16-b": ("101", "102", "103")}[v.name]
+    for p in v.phones:
+        if p.extension in members:
+            env.runner.start(f"member {p.extension}",
+                             "uas_answer" if p.extension == b else "uas_noanswer", ip=p.ip)
+    caller = env.runner.run("caller", "uac_talk", ip=ip(env, 0), service=queue,
+                            inf=[[v.phones[0].name, a]], duration_ms=4000)
+    finish(env)
+    # the members that rang and were cancelled leave empty recordings: skipped
+    [call] = env.sent(1, skipped=len(members) - 1)
+    data = call["call_data"]
+    assert data["queue_name"] == queue
+    assert data["event_type"] == "EXTENSION"
+    # the member's Local half: LEFT is what comes from it, the caller; RIGHT the member
+    assert data["participants"] == [fuser(v, a, "FROM", "left"), fuser(v, b, "TO", "right")]
+    check_times(data, start=invite_at(caller),
+                answer=answer_at(env.runner.results[f"member {b}"]), end=bye_at(caller))
+    rec = env.recording_for(call)
+    assert rec.channel.startswith(f"Local/{b}@from-queue-")
+    assert Path(rec.file).name.startswith(f"internal-{b}-{a}-")
+    check_legs(env, call, "FROM")
+
+
+@pytest.mark.lab
+def test_freepbx_real_ring_group_records_nothing_by_its_policy(real: E2E) -> None:
+    # a16: 1101 -> ring group 1111 (member 1066); b15: 101 -> 8888 (102-103). The
+    # generated groups have recording "dontcare" and a group member's leg gets no
+    # extension check: FreePBX records nothing, so MiiTel gets nothing. The phones
+    # still ring through dialparties (our FastAGI stand-in) and our ringall hook
+    # announces the group.
+    env, v = real, variant_of(real)
+    group, answers = {"freepbx16-ast18-a": ("1111", "1066"),
+                      "freepbx15-ast16-b": ("8888", "103")}[v.name]
+    for p in v.phones[1:]:
+        if p.extension not in v.groups[group]:
+            continue
+        env.runner.start(f"member {p.extension}",
+                         "uas_answer" if p.extension == answers else "uas_noanswer", ip=p.ip)
+    env.runner.run("caller", "uac_talk", ip=ip(env, 0), service=group,
+                   inf=[[v.phones[0].name, ext(env, 0)]], duration_ms=3000)
+    finish(env)
+    assert "dialparties.agi" in env.lab.fastagi.scripts()  # type: ignore[union-attr]
+    events = env.events()
+    assert [m.get("DialStatus") for m in events if m.event == "DialEnd"
+            and m.get("DestChannel", "").startswith(f"PJSIP/{answers}-")] == ["ANSWER"]
+    assert [m.get("Group") for m in events if m.get("UserEvent") == "MiiTelGroup"] == [group]
+    assert not [m for m in events if m.event == "MixMonitorStart"]
+    time.sleep(2.0)
+    assert env.standin.calls() == [] and env.outbox() == []
+    env.check_log()
+
+
+@pytest.mark.lab
+@A16_ONLY
+def test_freepbx_real_unanswered_call_reaches_voicemail(real: E2E) -> None:
+    # the customer -> 1180, which rings 6 s (AMPUSER/1180/ringtimer) -> macro-vm ->
+    # VoiceMail(1180@default,u): MiiTel gets the message
+    env, v = real, variant_of(real)
+    env.runner.start("callee", "uas_noanswer", ip=ip(env, 1))
+    caller = env.runner.run("caller", "uac_voicemail", ip=freepbx_real.TRUNK_IP,
+                            service="0312345678", inf=[list(CUSTOMER)], duration_ms=14000)
+    finish(env)
+    [call] = env.sent(1, skipped=1)
+    data = call["call_data"]
+    assert data["event_type"] == "AUTOMATIC_RECORD"
+    assert data["audio_channel_type"] == "MONAURAL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    fuser(v, "1180", "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=None, end=bye_at(caller))
+    [message] = env.variable("VM_MESSAGEFILE")
+    assert Path(call["file"]).read_bytes() == Path(message + ".wav").read_bytes()
+    info = check_file(call)
+    assert info.channels == 1 and info.left.active_seconds >= 5.0
+    # FreePBX's recording of the unanswered Dial (restarted with legs, option b): empty
+    [rec] = env.recordings()
+    assert Path(rec.file).name.startswith("external-1180-")
+    [skipped] = [r for r in env.outbox() if r.file == rec.file]
+    assert (skipped.state, skipped.posts) == ("skipped", 0)

@@ -361,8 +361,10 @@ def voicemail_lines(variant: Variant) -> str:
 
 def globals_custom(run_dir: Path) -> str:
     """What amportal.conf gives FreePBX's [globals] on this machine: the real paths
-    (the generated files carry the original machine's /var/spool/asterisk)."""
+    (the generated files carry the original machine's /var/spool/asterisk), and
+    AMPBIN, where FreePBX keeps the scripts its dialplan runs with System()."""
     return (f"ASTSPOOLDIR = {run_dir}/spool\n"
+            f"AMPBIN = {run_dir}/{AMPBIN}\n"
             f"ASTETCDIR = {run_dir}/etc\n"
             f"ASTLOGDIR = {run_dir}/log\n"
             f"ASTRUNDIR = {run_dir}/run\n")
@@ -373,6 +375,18 @@ def contexts(text: str) -> Iterator[str]:
         s = line.strip()
         if s.startswith("[") and "]" in s:
             yield s[1:s.index("]")]
+
+
+# FreePBX's scripts that the dialplan runs with System() (PHP on a real FreePBX;
+# System() of a missing program hangs the call up). Stand-ins that do what the
+# dialplan needs of them, with Asterisk's CLI:
+#   stoprecording.php CHANNEL   (recording policy "never"): stop the channel's MixMonitor
+AMPBIN = "freepbx-bin"
+SCRIPTS = {
+    "stoprecording.php": '#!/bin/sh\n'
+                         'exec asterisk -C "$ASTMIITEL_ETC/asterisk.conf" '
+                         '-rx "mixmonitor stop $1" >/dev/null 2>&1\n',
+}
 
 
 # -- installing it in a running lab -----------------------------------------------------------
@@ -411,6 +425,12 @@ def install(lab: object, name: str) -> Variant:
     (etc / "extensions_custom.conf").write_text("#include extensions_miitel.conf\n")
     (etc / "extensions_override_freepbx.conf").write_text("")
     (etc / "globals_custom.conf").write_text(globals_custom(run))
+    bin_dir = run / AMPBIN
+    bin_dir.mkdir(exist_ok=True)
+    for script, text in SCRIPTS.items():
+        path = bin_dir / script
+        path.write_text(text.replace("$ASTMIITEL_ETC", str(etc)))
+        path.chmod(0o755)
     (etc / "pjsip.conf").write_text(pjsip_conf(variant, lab.sip_port))
     lab._render(CONF_DIR / "queues.conf", etc / "queues.conf")
     with open(etc / "queues.conf", "a", encoding="utf-8") as fh:
