@@ -81,6 +81,7 @@ class Console:
     health: Health
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     clock: Callable[[], float] = time.time
+    _hosts: set[str] = field(init=False, default_factory=set)
 
     @property
     def outbox(self) -> Outbox:
