@@ -247,3 +247,19 @@ def test_every_template_setup_uses_is_installed_with_the_package() -> None:
     for name in used:  # template() looks for <prefix>/share/asterisk-miitel/<name>
         target = "share/asterisk-miitel/" + str(Path(name).parent)
         assert name in data_files[target], (name, target)
+
+
+def test_new_asterisk_files_are_owned_like_etc_asterisk(tree: Path) -> None:
+    """FreePBX runs Asterisk as `asterisk`: a root-only manager_custom.conf
+    would not be read, and the manager user would silently not exist."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give files away")
+    etc = tree / "etc" / "asterisk"
+    os.chown(etc, 1234, 2345)
+    setup(tree, "pbx=freepbx")
+    for name in ("manager_custom.conf", "extensions_custom.conf", "miitel-record.conf",
+                 "extensions_miitel.conf", "manager_miitel.conf"):
+        st = (etc / name).stat()
+        assert (st.st_uid, st.st_gid) == (1234, 2345), name
+    # The PBX's files that existed keep their owner.
+    assert (etc / "manager.conf").stat().st_uid == 0

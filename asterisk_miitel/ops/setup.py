@@ -99,6 +99,9 @@ class Step:
     mode: int = 0o644
     group: str | None = None  # chgrp to this group (if it exists)
     append_to: str = ""  # "block": what to create the file with when it is missing
+    # A new file is owned like this folder (Asterisk's own, e.g. asterisk:asterisk
+    # on FreePBX, so that an Asterisk not running as root can read it).
+    owner_like: Path | None = None
 
 
 @dataclass
@@ -156,6 +159,8 @@ def plan(opts: Options, secret: str) -> list[Step]:
                  manager_block(opts.ami_user, secret), mode=0o640,
                  append_to="[general]\nenabled = yes\nport = 5038\nbindaddr = 127.0.0.1\n"),
         ]
+    for step in steps:
+        step.owner_like = etc
     command = opts.command or default_command()
     group = opts.user
     steps += [
@@ -340,7 +345,7 @@ def _apply(step: Step, opts: Options, state: dict[str, str], report: Report) -> 
         return
     if current_text is not None and not ours:
         shutil.copy2(step.path, step.path.with_name(step.path.name + ".bak"))
-    _write(step.path, new_text, step.mode)
+    _write(step.path, new_text, step.mode, like=step.owner_like)
     state[key] = _hash(new_part)
 
 
@@ -473,13 +478,18 @@ def _diff(shown: Path, old: str, new: str) -> str:
         fromfile=f"{shown} (now)" if old else "/dev/null", tofile=f"{shown} (setup)"))
 
 
-def _write(path: Path, text: str, mode: int, group: str | None = None) -> None:
-    """Atomically; an existing file keeps its owner, group and mode."""
+def _write(path: Path, text: str, mode: int, group: str | None = None,
+           like: Path | None = None) -> None:
+    """Atomically; an existing file keeps its owner, group and mode, a new one
+    is owned like `like` (a folder) or gets `group`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     owner: tuple[int, int] | None = None
     if path.exists():
         st = path.stat()
         mode, owner = st.st_mode & 0o777, (st.st_uid, st.st_gid)
+    elif like is not None and like.exists():
+        st = like.stat()
+        owner = (st.st_uid, st.st_gid)
     elif group is not None:
         with contextlib.suppress(KeyError):
             owner = (os.geteuid(), grp.getgrnam(group).gr_gid)
