@@ -379,7 +379,7 @@ def test_appended_after_its_call_ended_is_its_own_recording_after_the_first() ->
     assert tracker.stats.recordings_opened == 2
     first, appended = outcomes
     assert first.audio.window is None and first.key == "/rec/d.wav"
-    assert appended.key == f"/rec/d.wav#appended:{other_uid}"
+    assert appended.key == f"/rec/d.wav#appended-{other_uid}"
     assert appended.audio.window is not None and appended.audio.window[1] is None
     assert appended.audio.window[0] > 1.0  # after the first recording's seconds
 
@@ -735,3 +735,49 @@ async def test_check_on_a_real_asterisk_16(asterisk_lab: Any, tmp_path: Path) ->
     assert "VarSet MIXMONITOR_FILENAME x1" in events.detail
     assert "MixMonitorStart" not in events.detail.partition("seen while listening")[2]
     assert got["AMI event filter"].ok is True, got["AMI event filter"].detail
+
+
+@pytest.fixture
+def env16(asterisk_lab: Any, tmp_path: Path) -> Any:
+    from .e2e import E2E
+
+    with E2E(asterisk_lab, tmp_path) as world:
+        yield world
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("asterisk_lab", ["16"], indirect=True, ids=["ast16"])
+def test_blind_transfer_on_16_ends_the_first_recording_at_its_stopmixmonitor(env16: Any) -> None:
+    """Without MixMonitorStop, our snippet's StopMixMonitor (in an ExecIf, when the
+    transferred customer runs the dialplan again) is seen only as its Newexten:
+    the first recording must end there, not at the customer's hangup."""
+    from .e2e import answer_at, bye_at, check_times, invite_at, outside, refer_at, user
+    from .lab.scenarios import CUSTOMER
+    from .test_e2e_versions import check_legs, recorded_on
+
+    name, number = CUSTOMER
+    env = env16
+    env.play("blind_transfer")
+    caller = env.runner.results["caller"]
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    first, second = env.sent(2)
+    events = env.events()
+    assert not [m for m in events if m.event in ("MixMonitorStart", "MixMonitorStop")]
+    assert [m for m in events if m.event == "Newexten" and m.get("Application") == "ExecIf"
+            and m.get("AppData", "").startswith("1?StopMixMonitor(")]
+
+    data = first["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(number, "FROM", "left", name),
+                                    user("1001", "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=answer_at(transferer),
+                end=refer_at(transferer))
+    recorded_on(env, first, "trunk")
+    check_legs(env, first, "FROM", min_active=2.0)
+
+    data = second["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [user("1001", "FROM", "left"), user("1002", "TO", "right")]
+    check_times(data, start=refer_at(transferer), answer=answer_at(target), end=bye_at(caller))
+    check_legs(env, second, "FROM", min_active=6.0)
+    assert env.recording_for(first).uniqueid == env.recording_for(second).uniqueid

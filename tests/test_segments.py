@@ -419,7 +419,7 @@ def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
     for rec in c.closed:
         for o in classify_segments(rec, ctx()):
             got[o.key] = o
-    assert sorted(got) == ["/rec/a.raw", "/rec/a.raw#2", f"/rec/a.raw#appended:{uid}",
+    assert sorted(got) == ["/rec/a.raw", "/rec/a.raw#2", f"/rec/a.raw#appended-{uid}",
                            "/rec/l.raw", "/rec/l.raw#2"]
     first = got["/rec/a.raw"]  # 1002's own channel: 1002 left, the customer right
     assert event_type(first) == "INCOMING_CALL"
@@ -429,7 +429,7 @@ def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
     assert event_type(consult) == "EXTENSION_TRANSFER"
     assert parties(consult) == [("FROM", "left", "1002"), ("TO", "right", "1003")]
     assert got["/rec/l.raw#2"].skip and "/rec/a.raw" in got["/rec/l.raw#2"].skip
-    moved = got[f"/rec/a.raw#appended:{uid}"]
+    moved = got[f"/rec/a.raw#appended-{uid}"]
     assert event_type(moved) == "EXTENSION_TRANSFER"
     assert parties(moved) == [("FROM", "left", "1002"), ("TO", "right", "1003")]
     # its audio: after the 8.5 s 1002's recording wrote into the file
@@ -481,3 +481,56 @@ def test_replay_says_stereo_for_a_raw_whose_mode_it_cannot_see() -> None:
     wav.ev("VarSet", 0.1, "1.2", Variable="MIXMONITOR_FILENAME", Value="/rec/x.sln")
     wav.hangup(2, "1.2")
     assert classify_segments(wav.closed[0], ctx())[0].audio.channel_type == "MONAURAL"
+
+
+@pytest.mark.parametrize("new_recording", [True, False])
+def test_a_queue_agent_transfers_the_customer(new_recording: bool) -> None:
+    """The agent 1002 answered through the queue's Local pair and REFERs the
+    customer to 1001: the REFER moves the Local half that stood for the
+    customer. With our dialplan that half records the new conversation;
+    without (REC_STATUS=NO) the customer's recording is cut."""
+    c = Call()
+    name, uid, context, num, cid = TRUNK
+    c.channel(0, name, uid, context, num, cid, exten="0312345679")
+    c.record(0.1, uid, "/rec/q.raw")
+    c.ev("QueueCallerJoin", 0.2, uid, Queue="support")
+    c.channel(0.3, "Local/1002@queue-members-00000001;1", "1.3", "queue-members", "")
+    c.channel(0.3, "Local/1002@queue-members-00000001;2", "1.4", "queue-members", "",
+              exten="1002")
+    c.dial(0.3, uid, "1.3", "Local/1002@queue-members/n")
+    c.channel(0.4, "PJSIP/1002-00000005", "1.5", "from-internal", "1002")
+    c.dial(0.4, "1.4", "1.5", "PJSIP/1002")
+    c.enter(1, "1.5", "b2")
+    c.enter(1, "1.4", "b2")
+    c.enter(1, "1.3", "b1")
+    c.enter(1, uid, "b1")
+    c.blind(4, "1.5", "1.4", "1001")
+    c.leave(4, "1.5", "b2")
+    c.hangup(4.01, "1.5")
+    c.leave(4.02, "1.4", "b2")
+    if new_recording:
+        c.record(4.05, "1.4", "/rec/q2.raw")
+    c.channel(4.1, "PJSIP/desk-suzuki-00000006", "1.6", "from-internal", "1001")
+    c.dial(4.1, "1.4", "1.6", "PJSIP/desk-suzuki")
+    c.enter(5, "1.6", "b3")
+    c.enter(5, "1.4", "b3")
+    c.hangup(10, uid)
+    c.hangup(10, "1.3")
+    c.hangup(10, "1.4")
+    c.hangup(10, "1.6")
+    for report, want_type, want in (
+        ("literal", "EXTENSION_TRANSFER", [("FROM", "left", "1002"), ("TO", "right", "1001")]),
+        ("speakers", "INCOMING_CALL", [("FROM", "left", "0312349999"),
+                                       ("TO", "right", "1001")]),
+    ):
+        out = [o for rec in c.closed for o in classify_segments(rec, ctx(report))]
+        sent = [o for o in out if o.call_data is not None]
+        assert [parties(o)[1][2] for o in sent[:1]] == ["1002"]
+        assert event_type(sent[0]) == "INCOMING_CALL"
+        assert sent[0].call_data is not None and sent[0].call_data.queue_name == "support"
+        assert len(sent) == 2, [o.explain for o in out]
+        moved = sent[1]
+        assert event_type(moved) == want_type and parties(moved) == want, moved.explain
+        assert tags(moved) == (["transferred by 1002"] if report == "speakers" else [])
+        skipped = [o for o in out if o.skip]
+        assert len(skipped) == (1 if new_recording else 0)

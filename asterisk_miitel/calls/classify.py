@@ -157,7 +157,8 @@ def recording_key(rec: Recording) -> str:
     if rec.untracked is not None and not rec.file:
         return f"untracked-mixmonitor#{rec.channel.uniqueid}@{rec.started:.6f}"
     if rec.appended_at is not None:  # a second MixMonitor appending to a closed file
-        return f"{rec.file}#appended:{rec.channel.uniqueid}"
+        # (no colon: call_data_id is pbx:name:digest)
+        return f"{rec.file}#appended-{rec.channel.uniqueid}"
     return f"{rec.file}#{rec.channel.uniqueid}" if rec.voicemail_only else rec.file
 
 
@@ -302,6 +303,19 @@ def _transfer_leg(
         made = moved.made_transfer
         if made is not None and made.kind == "attended" and made.transferee is not other:
             return TransferLeg("consult", made, moved, other, moved)
+    # A party behind a Local pair (a queue member, a ring group): the REFER
+    # moves the Local half that stood for the customer, not the customer's
+    # own channel. That half is the recorded one (its left is the customer),
+    # or it dialled the new party.
+    at = answered_at + 0.001
+    for local, moved, target in ((rec.channel, a, b), (b.dialled_by, a, b),
+                                 (a.dialled_by, b, a)):
+        if local is None or not local.is_local:
+            continue
+        t = _transfer_before(local, at)
+        if t is not None and t.transferer is not None and t.at <= at \
+                and t.transferer is not target:
+            return TransferLeg("moved", t, t.transferer, target, moved)
     return None
 
 
