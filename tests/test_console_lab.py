@@ -58,7 +58,8 @@ def console_env(chromium: str, lab: Lab, tmp_path: Path,
         yield env, f"http://127.0.0.1:{port}"
 
 
-def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None:
+def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     env, base = console_env
     env.play("inbound_answered", duration_ms=2000)
     [call] = env.sent(1)
@@ -69,7 +70,8 @@ def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None
     shots = artifacts_dir()
     overview = shots / "console-overview.png"
     page = load(base + "/", overview)
-    print(f"\nconsole screenshot: {overview}")
+    with capsys.disabled():  # shown even when output is captured (-q)
+        print(f"\nconsole screenshot: {overview}")
     assert "Healthy" in page and "connected" in page
     assert html.escape(call_id) in page
     customer = e2e.party(call["call_data"], "FROM")["number"]
@@ -83,7 +85,8 @@ def test_the_console_lists_a_real_call(console_env: tuple[e2e.E2E, str]) -> None
     assert html.escape(f"`asterisk-miitel retry {aside.id}") in listed
     detail = shots / "console-call.png"
     page = load(base + "/calls/" + quote(call_id, safe=""), detail)
-    print(f"call page screenshot: {detail}")
+    with capsys.disabled():
+        print(f"call page screenshot: {detail}")
     for step in ("waiting for the recording", "ready to send", "being sent", "uploading",
                  "uploaded"):
         assert step in page, step
