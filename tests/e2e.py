@@ -86,9 +86,10 @@ class ThreadedStandIn:
 
 
 def write_config(tmp: Path, lab: Lab, webhook_url: str, *, pbx: str = "",
-                 users_of: dict[str, dict[str, Any]] | None = None) -> Path:
+                 users_of: dict[str, dict[str, Any]] | None = None, tables: str = "") -> Path:
     """The TOML a user would write for this PBX (plus short test timeouts); `pbx`:
-    more lines for its [pbx] section; `users_of`: the [users] (default USERS)."""
+    more lines for its [pbx] section; `users_of`: the [users] (default USERS);
+    `tables`: more tables at the end (e.g. [transfers])."""
     users = "\n".join(
         f'"{ext}" = {{ miitel_user_id = "{u["miitel_user_id"]}", name = "{u["name"]}"'
         + (f', endpoints = {json.dumps(u["endpoints"])}' if "endpoints" in u else "")
@@ -138,6 +139,7 @@ level = "DEBUG"
 
 [users]
 {users}
+{tables}
 """, encoding="utf-8")
     return path
 
@@ -197,13 +199,25 @@ class OutboxRow:
     posts: int
 
 
+def _stops_mixmonitor(m: AmiMessage) -> bool:
+    """MixMonitorStop, or (Asterisk before 16.17/18.3/19 has no such event) the
+    StopMixMonitor step itself: our snippet runs it as ExecIf(1?StopMixMonitor(id))."""
+    if m.event == "MixMonitorStop":
+        return True
+    if m.event != "Newexten":
+        return False
+    app, data = m.get("Application") or "", m.get("AppData") or ""
+    return app == "StopMixMonitor" or (app == "ExecIf" and data.startswith("1?StopMixMonitor("))
+
+
 class E2E:
     """One test's world: stand-in, service process, and a mark in the lab's AMI events."""
 
     def __init__(self, lab: Lab, tmp: Path, *, pbx: str = "",
-                 users: dict[str, dict[str, Any]] | None = None) -> None:
+                 users: dict[str, dict[str, Any]] | None = None, tables: str = "") -> None:
         self.lab = lab
         self.users = users
+        self.tables = tables
         self.tmp = tmp
         self.standin = ThreadedStandIn(tmp / "miitel")
         self.pbx_config = pbx
@@ -217,7 +231,8 @@ class E2E:
         self.standin.start()
         try:
             config = write_config(self.tmp, self.lab, self.standin.webhook_url,
-                                  pbx=self.pbx_config, users_of=self.users)
+                                  pbx=self.pbx_config, users_of=self.users,
+                                  tables=self.tables)
             self.service = ServiceProcess(config, self.tmp / "service.log")
             self.service.wait_ready()
         except BaseException:
@@ -268,7 +283,7 @@ class E2E:
         """Seconds the recorded channel was bridged with somebody while it recorded
         (`alone`: in a bridge at all, e.g. on hold; see analysis.bridged_seconds)."""
         events = self.events()
-        stop = next((m.timestamp for m in events if m.event == "MixMonitorStop"
+        stop = next((m.timestamp for m in events if _stops_mixmonitor(m)
                      and m.get("Uniqueid") == rec.uniqueid and m.timestamp
                      and rec.started and m.timestamp >= rec.started), None)
         return bridged_seconds(events, rec.uniqueid, since=rec.started,
