@@ -389,11 +389,24 @@ def _freepbx_includes(opts: Options, report: Report) -> None:
     etc = opts.at(opts.etc)
     for generated, custom in (("manager.conf", "manager_custom.conf"),
                               ("extensions.conf", "extensions_custom.conf")):
-        text = _read(etc / generated)
+        text = _with_includes(etc, etc / generated)
         if text and not re.search(rf"^\s*#include\s+\"?\S*{re.escape(custom)}\"?", text, re.M):
             report.kept.append(
                 f"{opts.etc / generated} does not #include {custom} (FreePBX's own does): "
                 f"what setup wrote there is not read until it does; is this FreePBX?")
+
+
+def _with_includes(etc: Path, path: Path, depth: int = 3) -> str:
+    """A .conf file's text followed by the files it #includes (a few levels)."""
+    text = _read(path)
+    if depth == 0:
+        return text
+    parts = [text]
+    for name in re.findall(r'^\s*#include\s+"?([^"\s]+)"?', text, re.M):
+        included = Path(name) if name.startswith("/") else etc / name
+        if included.is_file():
+            parts.append(_with_includes(etc, included, depth - 1))
+    return "\n".join(parts)
 
 
 def todo(opts: Options, manager_file: str) -> list[str]:
