@@ -5,9 +5,13 @@ character split across two reads is silently dropped (a caller named 山田太�
 arrives as 田太郎). Here bytes are buffered until a message is complete and
 only then decoded, so any split of the stream gives the same messages.
 
-A message ends at an empty line (CRLF CRLF; LF-only transcripts work too).
-Oversized messages, lines without `: ` and undecodable bytes are counted and
-reported, never fatal: the next message parses as if nothing happened.
+A message ends at an empty line (CRLF CRLF; LF-only transcripts work too,
+but a live connection is read with `strict_crlf`: Asterisk passes some
+dialplan text on raw, and a bare LF there is data). A repeated header keeps
+its first value, so text after the real headers cannot override them.
+Oversized messages, garbage, lines without `: ` and undecodable bytes are
+reported with their reason (`PROBLEMS`), never fatal: the next message
+parses as if nothing happened.
 
 Speed (benchmarks/throughput.py has the profile): Asterisk sends CRLF only,
 so that case takes C-level shortcuts (bytes.split for message ends, one
