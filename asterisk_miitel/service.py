@@ -190,6 +190,7 @@ class Service:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()  # and any other it runs (a resync, a catch-up)
         if self.client is not None:
             await self.client.close()
         await self.watcher.aclose()
