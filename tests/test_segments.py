@@ -157,9 +157,12 @@ def test_attended_transfer_capture_is_cut_where_the_target_joined() -> None:
     first, second = pieces(customer)
     assert [c.name for c in first.right] == ["PJSIP/1002-00000014"]
     assert [c.name for c in second.right] == ["PJSIP/1003-00000015"]
-    # The hold (1002 away consulting, 43.59 s -> 49.90 s) stays in the first piece.
-    assert first.window == (0.0, pytest.approx(cut - customer.started))
-    assert second.window == (pytest.approx(cut - customer.started), None)
+    # The hold (1002 away consulting, 43.59 s -> 49.90 s) stays in the first
+    # piece. MixMonitor's b option writes only while the trunk channel is in
+    # a bridge (from 40.066049, its BridgeEnter; alone in it on hold too).
+    bridged = cut - 1795473840.066049
+    assert first.window == (0.0, pytest.approx(bridged))
+    assert second.window == (pytest.approx(bridged), None)
     assert first.duplicate_of is None and second.duplicate_of is None
     # The consultation's Local ;2 half: 1002 with 1003, then the customer with
     # 1003, which the customer's own recording already holds.
@@ -167,6 +170,9 @@ def test_attended_transfer_capture_is_cut_where_the_target_joined() -> None:
     assert [c.name for c in one.left] == ["PJSIP/1002-00000014"]
     assert [c.name for c in two.left] == ["PJSIP/trunk-00000013"]
     assert two.duplicate_of == customer.file
+    # the Local half was bridged only from 1003's answer (44.104164): 0.51 s of
+    # ringing are not in its b-option file, so the cut is 5.80 s into it, not 6.31
+    assert one.window == (0.0, pytest.approx(cut - 1795473844.104164))
 
 
 def test_attended_transfer_capture_plans_each_piece_and_its_length() -> None:
@@ -534,3 +540,22 @@ def test_a_queue_agent_transfers_the_customer(new_recording: bool) -> None:
         assert tags(moved) == (["transferred by 1002"] if report == "speakers" else [])
         skipped = [o for o in out if o.skip]
         assert len(skipped) == (1 if new_recording else 0)
+
+
+def test_with_option_b_a_cut_is_placed_by_the_time_in_a_bridge() -> None:
+    """MixMonitor b writes only while the recorded channel is in a bridge: a
+    blind transfer's ringing (the customer out of any bridge, 4.02 s -> 5 s)
+    is not in the file, so the second conversation starts 3.02 s into it."""
+    c = Call()
+    customer_calls_1001(c)
+    c.ev("Newexten", 0.1, "1.1", Application="MixMonitor", AppData="/rec/c.raw,bD",
+         Context="from-pstn", Exten="0312345678", Priority="2")
+    blind_transfer(c, 4, "1.2", "1002", "1.3", "b1", "b2")
+    c.hangup(12, "1.1")
+    [rec] = c.closed
+    assert "b" in rec.options
+    first, second = pieces(rec)
+    assert first.window == (0.0, pytest.approx(3.02))  # bridged 1 s -> 4.02 s
+    assert second.window == (pytest.approx(3.02), None)
+    rec.options = "D"  # without b every second is in the file
+    assert pieces(rec)[1].window == (pytest.approx(4.9), None)

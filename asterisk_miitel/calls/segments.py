@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .mixmonitor import option_letters
 from .state import Channel, Recording, Segment
 
 # Seconds two recordings' times may disagree by and still cover one conversation.
@@ -108,16 +109,32 @@ def pieces(rec: Recording) -> list[Piece]:
         start, stop = bounds[i], bounds[i + 1]
         left = _parties(rec.left, start, stop, end)
         right = _parties(rec.right, start, stop, end)
+        offset = file_seconds(rec, start)
         piece = Piece(
-            index=i, start=start, end=stop, offset=base + max(0.0, start - rec.started),
+            index=i, start=start, end=stop, offset=base + offset,
             # the last piece runs to the file's end: the file may outlast the events
-            length=None if i == last else max(0.0, stop - start),
+            length=None if i == last else max(0.0, file_seconds(rec, stop) - offset),
             left=left, right=right,
         )
         if i > 0:
             piece = replace(piece, duplicate_of=_recorded_elsewhere(rec, piece, bounds[i - 1]))
         out.append(piece)
     return out
+
+
+def file_seconds(rec: Recording, at: float) -> float:
+    """Seconds of audio the recording wrote from its start up to `at`.
+
+    MixMonitor's b option writes only while the recorded channel is in a
+    bridge (alone in it too: a hold), so a channel that left its bridge (a
+    blind transfer's ringing, a consultation's Local half before the
+    answer) adds nothing meanwhile; without b, every second counts."""
+    spans = list(rec.in_bridge)
+    if rec.in_bridge_since is not None:
+        spans.append((rec.in_bridge_since, max(rec.in_bridge_since, at)))
+    if "b" not in option_letters(rec.options) or not spans:
+        return max(0.0, at - rec.started)
+    return sum(max(0.0, min(b, at) - max(a, rec.started)) for a, b in spans)
 
 
 def view(rec: Recording, piece: Piece, count: int) -> Recording:

@@ -55,6 +55,8 @@ def dump_recording(rec: Recording) -> dict[str, Any]:
         "transmit": rec.transmit,
         "mixmonitor_id": rec.mixmonitor_id,
         "appended_at": rec.appended_at,
+        "in_bridge": [list(span) for span in rec.in_bridge],
+        "in_bridge_since": rec.in_bridge_since,
         "left": [_dump_segment(s, ref) for s in rec.left],
         "right": [_dump_segment(s, ref) for s in rec.right],
         "seen": [ref(c) for c in rec.seen],
@@ -94,6 +96,8 @@ def load_recording(data: dict[str, Any]) -> Recording:
         mixmonitor_id=data.get("mixmonitor_id"),
     )
     rec.appended_at = data.get("appended_at")
+    rec.in_bridge = [(float(a), float(b)) for a, b in data.get("in_bridge") or ()]
+    rec.in_bridge_since = data.get("in_bridge_since")
     rec.left = [_load_segment(s, built) for s in data.get("left", [])]
     rec.right = [_load_segment(s, built) for s in data.get("right", [])]
     rec.seen = [built[u] for u in data.get("seen", []) if u in built]

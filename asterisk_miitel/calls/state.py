@@ -168,6 +168,11 @@ class Recording:
     # already closed (FreePBX's transfer monitor): this recording's audio
     # starts this many seconds into the file, after the earlier one's.
     appended_at: float | None = None
+    # When the recorded channel was in a bridge (closed spans, and the open
+    # one's start): with MixMonitor's b option the file holds only that time,
+    # so a cut at a transfer is placed by it (calls/segments.py).
+    in_bridge: list[tuple[float, float]] = field(default_factory=list)
+    in_bridge_since: float | None = None
     ended: float | None = None
     end_reason: EndReason | None = None
     # LEFT carries the audio coming from the recorded channel: normally that

@@ -32,6 +32,7 @@ from .mixmonitor import (
     parse_mixmonitor,
     split_args,
 )
+from .segments import file_seconds
 from .state import Channel, EndReason, MixMonitorRun, Recording, Segment, Transfer
 
 log = logging.getLogger(__name__)
@@ -434,6 +435,9 @@ class CallTracker:
         if all(m is not ch for m in members):
             members.append(ch)
         ch.bridge = bridge
+        for rec in ch.recordings or ():
+            if rec.in_bridge_since is None:
+                rec.in_bridge_since = ts
         self._refresh(self._component(ch), ts)
 
     def _bridge_leave(self, event: Event, ts: float) -> None:
@@ -452,6 +456,8 @@ class CallTracker:
         else:
             self.bridges.pop(bridge, None)
         ch.bridge = None
+        for rec in ch.recordings or ():
+            _out_of_bridge(rec, ts)
         self._refresh(affected, ts)
 
     def _local_bridge(self, event: Event, ts: float) -> None:
@@ -705,6 +711,8 @@ class CallTracker:
                         receive=receive, transmit=transmit)
         rec.mode = _guess_mode(file, rec.options)  # type: ignore[assignment]
         self.recordings[file] = rec
+        if ch.bridge is not None:
+            rec.in_bridge_since = ts
         if ch.recorded is None:
             ch.recorded = []
         if len(ch.recorded) < MAX_RECORDED:
@@ -770,6 +778,7 @@ class CallTracker:
         rec.end_reason = reason
         for seg in (*rec.left, *rec.right):
             _end_segment(seg, ts)
+        _out_of_bridge(rec, ts)
         for entry in rec.channel.recorded or ():
             if entry[0] == rec.file and entry[2] is None:
                 entry[2] = ts
@@ -777,7 +786,7 @@ class CallTracker:
         self._closed_files[rec.file] = rec.channel.uniqueid
         # How many seconds of audio the file holds so far: a MixMonitor that
         # appends to it later (option a) starts after them.
-        self._file_seconds[rec.file] = (rec.appended_at or 0.0) + max(0.0, ts - rec.started)
+        self._file_seconds[rec.file] = (rec.appended_at or 0.0) + file_seconds(rec, ts)
         if len(self._file_seconds) > DEAD_MEMORY:
             del self._file_seconds[next(iter(self._file_seconds))]
         if len(self._closed_files) > DEAD_MEMORY:
@@ -1092,6 +1101,13 @@ def _update_segments(segments: list[Segment], now_present: list[Channel], ts: fl
             segments.append(Segment(party=party, first=ts, since=ts))
             grew = True
     return grew
+
+
+def _out_of_bridge(rec: Recording, ts: float) -> None:
+    if rec.in_bridge_since is not None:
+        if len(rec.in_bridge) < MAX_SPANS:
+            rec.in_bridge.append((rec.in_bridge_since, max(rec.in_bridge_since, ts)))
+        rec.in_bridge_since = None
 
 
 def _end_segment(seg: Segment, ts: float) -> None:
