@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .asterisk import plain_name
 from .mixmonitor import (
     execif_branch,
     full_path,
@@ -324,13 +325,13 @@ class CallTracker:
             ch.caller_num = "" if num in _NO_NUMBER else num
         name = event.get(prefix + "CallerIDName")
         if name is not None:
-            ch.caller_name = "" if name in _NO_NUMBER else name
+            ch.caller_name = "" if name in _NO_NUMBER else plain_name(name)
         num = event.get(prefix + "ConnectedLineNum")
         if num is not None:
             ch.connected_num = "" if num in _NO_NUMBER else num
         name = event.get(prefix + "ConnectedLineName")
         if name is not None:
-            ch.connected_name = "" if name in _NO_NUMBER else name
+            ch.connected_name = "" if name in _NO_NUMBER else plain_name(name)
 
     def _pair_local(self, ch: Channel) -> None:
         if not ch.is_local:
