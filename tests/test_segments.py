@@ -559,3 +559,36 @@ def test_with_option_b_a_cut_is_placed_by_the_time_in_a_bridge() -> None:
     assert second.window == (pytest.approx(3.02), None)
     rec.options = "D"  # without b every second is in the file
     assert pieces(rec)[1].window == (pytest.approx(4.9), None)
+
+
+def test_attended_transfer_event_a_few_ms_after_the_bridge_enter() -> None:
+    """On a busy PBX AttendedTransfer can come some ms after the BridgeEnter
+    that moved the target's Local half in (the lab saw both orders): the
+    piece is still the transfer's."""
+    c = Call()
+    customer_calls_1001(c)
+    c.leave(3, "1.2", "b1")
+    c.channel(3, "Local/1003@from-internal-00000001;1", "1.3", "from-internal", "1001")
+    c.channel(3, "Local/1003@from-internal-00000001;2", "1.4", "from-internal", "1001",
+              exten="1003")
+    c.enter(3.01, "1.3", "b2")
+    c.enter(3.01, "1.2", "b2")
+    c.channel(3.05, "PJSIP/1003-00000005", "1.5", "from-internal", "1003")
+    c.dial(3.05, "1.4", "1.5", "PJSIP/1003")
+    c.enter(3.5, "1.5", "b3")
+    c.enter(3.5, "1.4", "b3")
+    c.leave(9, "1.3", "b2")
+    c.enter(9, "1.3", "b1")
+    c.leave(9, "1.2", "b2")
+    c.ev("AttendedTransfer", 9.03, "", Result="Success",
+         OrigTransfererUniqueid="1.2", OrigTransfererChannel="PJSIP/1001-00000002",
+         SecondTransfererUniqueid="1.2", SecondTransfererChannel="PJSIP/1001-00000002",
+         TransfereeUniqueid="1.1", TransfereeChannel=TRUNK[0], DestType="Bridge")
+    c.hangup(9.04, "1.2")
+    c.hangup(15, "1.1")
+    rec = next(r for r in c.closed if r.file == "/rec/c.raw")
+    _, second = classify_segments(rec, ctx())
+    assert event_type(second) == "EXTENSION_TRANSFER"
+    assert parties(second) == [("FROM", "left", "1001"), ("TO", "right", "1003")]
+    _, second = classify_segments(rec, ctx("speakers"))
+    assert tags(second) == ["transferred by 1001"]

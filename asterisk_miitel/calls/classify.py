@@ -234,7 +234,10 @@ def _classify(rec: Recording, ctx: Context) -> Outcome:
         return _unanswered(rec, ctx, resolver, audio, explain)
 
     a, b = left.party, right.party
-    leg = _transfer_leg(rec, a, b, answered_at)
+    # A conversation that began at a cut: the transfer event that made it can
+    # come a few ms after the BridgeEnter that moved the party in.
+    late = ctx.piece.start + 1.0 if ctx.piece is not None and ctx.piece.index > 0 else None
+    leg = _transfer_leg(rec, a, b, answered_at, late)
     if leg is not None:
         user = resolver.describe(leg.transferer)
         target = resolver.describe(leg.target)
@@ -285,17 +288,19 @@ class TransferLeg:
 
 
 def _transfer_leg(
-    rec: Recording, a: Channel, b: Channel, answered_at: float | None
+    rec: Recording, a: Channel, b: Channel, answered_at: float | None,
+    late: float | None = None,
 ) -> TransferLeg | None:
     if answered_at is None:
         return None
+    at = max(answered_at + 0.001, late or 0.0)
     for moved, other in ((a, b), (b, a)):
         # A transfer that moved this party before the two were bridged made
         # this leg; one after it only moved a party on (the recording goes
         # on, but its call is still the one it started as).
         # (the latest one before: a transfer back moved it twice)
-        t = _transfer_before(moved, answered_at + 0.001)
-        if t is not None and t.transferer is not None and t.at <= answered_at + 0.001:
+        t = _transfer_before(moved, at)
+        if t is not None and t.transferer is not None and t.at <= at:
             if t.transferer is not other:
                 return TransferLeg("moved", t, t.transferer, other, moved)
         # The transferer's own consultation with the target of an attended
@@ -307,7 +312,6 @@ def _transfer_leg(
     # moves the Local half that stood for the customer, not the customer's
     # own channel. That half is the recorded one (its left is the customer),
     # or it dialled the new party.
-    at = answered_at + 0.001
     for local, moved, target in ((rec.channel, a, b), (b.dialled_by, a, b),
                                  (a.dialled_by, b, a)):
         if local is None or not local.is_local:
