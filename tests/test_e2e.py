@@ -234,39 +234,8 @@ def test_blind_transfer_to_another_extension(env: E2E) -> None:
     assert env.recording_for(first).uniqueid == env.recording_for(second).uniqueid
 
 
-def test_attended_transfer(env: E2E) -> None:
-    # 1002 answers the customer, consults 1003 (*2 1003), hangs up: 1003 has the customer.
-    # Here 1002 talks and everybody else is silent, so both recordings prove their sides.
-    env.play("attended_transfer", talker="transferer")
-    caller = env.runner.results["caller"]
-    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
-    customer_leg, consult = env.sent(2)
-
-    data = customer_leg["call_data"]
-    assert data["event_type"] == "INCOMING_CALL"
-    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
-                                    user("1002", "TO", "right")]
-    assert data["circuit_number"] == "0312345683"
-    check_times(data, start=invite_at(caller), answer=answer_at(transferer), end=bye_at(caller))
-    info = check_file(customer_leg)
-    check_sides(info, data, "TO", min_active=1.5)  # 1002 before the consultation
-    rec = env.recording_for(customer_leg)
-    assert rec.channel.startswith("PJSIP/trunk-")
-    # on hold the customer stays alone in its bridge and `b` keeps recording (silence)
-    check_length(info, env.bridged(rec, alone=True))
-    assert info.seconds > env.bridged(rec) + 3.0
-
-    data = consult["call_data"]
-    assert data["event_type"] == "EXTENSION_TRANSFER"
-    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
-    assert data["circuit_number"] is None
-    # the consultation's Local channel stays up until the customer hangs up
-    check_times(data, start=invite_at(target), answer=answer_at(target), end=bye_at(caller))
-    info = check_file(consult)
-    check_sides(info, data, "FROM", min_active=3.0)  # 1002 talking to 1003
-    rec = env.recording_for(consult)
-    assert rec.channel.startswith("Local/1003@from-internal-") and rec.channel.endswith(";2")
-    check_length(info, env.bridged(rec))
+# The attended transfer (three conversations since issue 13) is in
+# tests/test_e2e_transfers.py, with the other transfer shapes.
 
 
 def test_external_forward_by_the_pbx(env: E2E) -> None:

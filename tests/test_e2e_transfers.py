@@ -1,0 +1,288 @@
+"""Issue 13 on the real Asterisk lab: after a transfer every conversation is
+its own call history, with the right people on each side.
+
+The service runs as users run it (tests/e2e.py), sipp plays the phones, and
+every uploaded file is checked against the phones' SIP traces: its length
+(the conversation's, cut where the partner changed) and its energy per side
+(the side labelled for a party carries that party's voice, and a party that
+was not in a conversation is not heard in it). The scenarios make one party
+talk at a time, so who talks tells the conversations apart: when 1002 talks,
+the customer's conversation with 1003 must hold no speech at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab import Lab
+from tests.lab.ami import AmiMessage
+from tests.lab.audio import AudioInfo
+from tests.lab.scenarios import CUSTOMER
+
+from .e2e import (
+    E2E,
+    SILENT,
+    answer_at,
+    bye_at,
+    check_file,
+    check_sides,
+    check_times,
+    invite_at,
+    outside,
+    user,
+)
+
+pytestmark = pytest.mark.lab
+
+NAME, NUMBER = CUSTOMER
+
+
+@pytest.fixture
+def env(lab: Lab, tmp_path: Path) -> Iterator[E2E]:
+    with E2E(lab, tmp_path) as world:
+        yield world
+
+
+@pytest.fixture
+def speakers_env(lab: Lab, tmp_path: Path) -> Iterator[E2E]:
+    with E2E(lab, tmp_path, tables='[transfers]\nreport = "speakers"') as world:
+        yield world
+
+
+def piece(call: dict[str, Any]) -> int:
+    """1 for a recording's first conversation, n for its `#n`."""
+    name = call["call_data_id"].split(":")[1]
+    tail = name.rpartition("#")[2]
+    return int(tail) if "#" in name and tail.isdigit() else 1
+
+
+def named(calls: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The call whose key is `name` (the file's name, `#...` included)."""
+    [found] = [c for c in calls if c["call_data_id"].split(":")[1] == name]
+    return found
+
+
+def silent(info: AudioInfo) -> None:
+    assert info.left.active_seconds <= SILENT and info.right.active_seconds <= SILENT, (
+        info.as_dict())
+
+
+def lasts(info: AudioInfo, seconds: float) -> None:
+    """As long as the conversation, by the phones' clocks (within 0.5 s)."""
+    assert abs(info.seconds - seconds) < 0.5, (info.seconds, seconds)
+
+
+def _attended(env: E2E, talker: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    env.play("attended_transfer", talker=talker)
+    # three conversations; the consultation's Local half also recorded the
+    # customer with 1003: that copy is skipped, never POSTed
+    first, consult, second = env.sent(3, skipped=1)
+    assert (piece(first), piece(consult), piece(second)) == (1, 1, 2)
+    assert env.recording_for(first) == env.recording_for(second)  # one file, cut in two
+    [skipped] = [r for r in env.outbox() if r.state == "skipped"]
+    assert skipped.reason is not None and "is also in recording" in skipped.reason
+    return first, consult, second
+
+
+def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
+    # 1002 answers the customer, consults 1003 (*2 1003), hangs up: 1003 has the
+    # customer. 1002 talks, everybody else is silent.
+    first, consult, second = _attended(env, "transferer")
+    caller = env.runner.results["caller"]
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    cut = bye_at(transferer)  # 1002 hangs up: the transfer completes, 1003 joins
+    customer_rec = env.recording_for(first)
+    assert customer_rec.channel.startswith("PJSIP/trunk-") and customer_rec.started
+
+    data = first["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    user("1002", "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=answer_at(transferer), end=cut)
+    info = check_file(first)
+    check_sides(info, data, "TO", min_active=1.5)  # 1002, before the consultation
+    lasts(info, cut - customer_rec.started)  # the hold while 1002 consulted inside
+
+    data = second["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"  # literal: filed under 1002
+    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
+    check_times(data, start=cut, answer=cut, end=bye_at(caller))
+    info = check_file(second)
+    silent(info)  # the customer and 1003 were silent: none of 1002's words in it
+    lasts(info, bye_at(caller) - cut)
+
+    data = consult["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
+    check_times(data, start=invite_at(target), answer=answer_at(target), end=cut)
+    info = check_file(consult)
+    check_sides(info, data, "FROM", min_active=3.0)  # 1002 talking to 1003
+    rec = env.recording_for(consult)
+    assert rec.channel.startswith("Local/1003@from-internal-") and rec.started
+    lasts(info, cut - rec.started)
+    # the customer's pieces: no "longer than bridged" warning for the hold any more
+    # (the consultation's says it rang before the answer: that one is true)
+    assert env.service is not None
+    stem = Path(customer_rec.file).stem
+    warned = [line for line in env.service.text().splitlines()
+              if "bridged for" in line and stem in line]
+    assert not warned, warned
+
+
+def test_attended_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
+    # The customer talks throughout: in "speakers" mode the customer's side is
+    # labelled as the customer in both of its conversations.
+    env = speakers_env
+    first, consult, second = _attended(env, "customer")
+    caller = env.runner.results["caller"]
+    transferer = env.runner.results["transferer"]
+    cut = bye_at(transferer)
+
+    data = first["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    user("1002", "TO", "right")]
+    info = check_file(first)
+    check_sides(info, data, "FROM", min_active=4.0)
+
+    data = second["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"  # the customer's own call with 1003
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    user("1003", "TO", "right")]
+    assert data["tags"] == [{"value": "transferred by 1002"}]
+    assert data["circuit_number"] == "0312345683"
+    check_times(data, start=cut, answer=cut, end=bye_at(caller))
+    info = check_file(second)
+    check_sides(info, data, "FROM", min_active=4.0)  # the customer's voice, labelled so
+    lasts(info, bye_at(caller) - cut)
+
+    data = consult["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"  # 1002's own talk with 1003
+    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
+    silent(check_file(consult))  # the customer, on hold, is not in the consultation
+
+
+def test_blind_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
+    # 1001 answers, REFERs the customer to 1002; our dialplan stops the first
+    # recording and starts one for the new conversation. The customer talks.
+    env = speakers_env
+    env.play("blind_transfer")
+    caller = env.runner.results["caller"]
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    first, second = env.sent(2)
+    assert first["call_data"]["event_type"] == "INCOMING_CALL"
+    data = second["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    user("1002", "TO", "right")]
+    assert data["tags"] == [{"value": "transferred by 1001"}]
+    assert data["circuit_number"] == "0312345678"
+    check_times(data, answer=answer_at(target), end=bye_at(caller))
+    info = check_file(second)
+    check_sides(info, data, "FROM", min_active=6.0)  # the customer's voice, labelled so
+    assert env.bridged(env.recording_for(second)) > 0 and transferer.ok
+
+
+def test_blind_transfer_to_an_outside_number_speakers(speakers_env: E2E) -> None:
+    # 1001 REFERs the customer to 0 + 0901234567: no user is left on the line
+    env = speakers_env
+    env.play("outgoing_transfer")
+    caller, external = env.runner.results["caller"], env.runner.results["external"]
+    first, second = env.sent(2)
+    assert first["call_data"]["event_type"] == "INCOMING_CALL"
+    data = second["call_data"]
+    assert data["event_type"] == "AUTOMATIC_TRANSFER"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    outside("0901234567", "TO", "right")]
+    assert data["tags"] == [{"value": "transferred by 1001"}]
+    check_times(data, answer=answer_at(external), end=bye_at(caller))
+    info = check_file(second)
+    check_sides(info, data, "FROM", min_active=6.0)
+
+
+class FreePbxTransferMonitor:
+    """What FreePBX 17 does over AMI, played by the lab's admin connection:
+    its recording of the user's own channel (as FreePBX records a user, here
+    MixMonitor started over AMI when 1002 answers), and its transfer monitor
+    (core-17.0 calltransfer-eventlistener.php): on AttendedTransfer, a
+    MixMonitor on the TransfereeChannel with the OrigTransferer's
+    MIXMONITOR_FILENAME and options `ai(LOCAL_MIXMON_ID)`, appending to that
+    file. `D` is added to both so the file stays interleaved stereo and each
+    side can be checked (FreePBX's default is a mono .wav)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.file = ""
+        self.user_uid = ""
+        self.appended_at: float | None = None
+        self.active = True
+        self.lock = threading.Lock()
+
+    def __call__(self, msg: AmiMessage) -> None:
+        if not self.active:
+            return
+        with self.lock:
+            admin = self.lab.admin()
+            if (msg.event == "BridgeEnter" and not self.file
+                    and msg.get("Channel").startswith("PJSIP/1002-")):
+                self.user_uid = msg.get("Uniqueid")
+                self.file = f"{self.lab.recordings_dir}/fpbx-{self.user_uid}.raw"
+                admin.send("MixMonitor", [("Channel", msg.get("Channel")),
+                                          ("File", self.file), ("Options", "D")])
+            elif msg.event == "AttendedTransfer" and self.file \
+                    and msg.get("OrigTransfererUniqueid") == self.user_uid:
+                self.appended_at = msg.timestamp
+                admin.send("MixMonitor", [("Channel", msg.get("TransfereeChannel")),
+                                          ("File", self.file),
+                                          ("Options", "aDi(LOCAL_MIXMON_ID)")])
+
+
+def test_attended_transfer_with_freepbx_appending_mixmonitor(env: E2E) -> None:
+    monitor = FreePbxTransferMonitor(env.lab)
+    env.lab.admin().add_listener(monitor)
+    try:
+        env.play("attended_transfer", talker="transferer")
+    finally:
+        monitor.active = False
+    assert monitor.file and monitor.appended_at is not None
+    caller = env.runner.results["caller"]
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    cut = bye_at(transferer)
+    # Sent: the customer's recording up to the transfer, 1002's own recording
+    # up to the consultation, the consultation, and the part FreePBX appended
+    # to 1002's file (the customer with 1003). Each conversation's copies in
+    # the other recordings are skipped: the customer's recording after the
+    # transfer (the appended one is newer, on the same channel), 1002's own
+    # consultation (the Local half has it), the Local half's customer with 1003.
+    calls = env.sent(4, skipped=3)
+    name = f"fpbx-{monitor.user_uid}.raw"
+    user_own = named(calls, name)
+    [appended] = [c for c in calls if c["call_data_id"].split(":")[1].startswith(
+        name + "#appended-")]
+
+    data = user_own["call_data"]  # 1002's channel recorded: 1002 left, the customer right
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "right", NAME),
+                                    user("1002", "TO", "left")]
+    info = check_file(user_own)
+    check_sides(info, data, "TO", min_active=1.5)
+
+    data = appended["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
+    check_times(data, answer=cut, end=bye_at(caller))
+    info = check_file(appended)
+    silent(info)  # the customer and 1003: none of 1002's words, which fill the file before
+    lasts(info, bye_at(caller) - monitor.appended_at)
+    # 1002's own recording: up to 1003 answering the consultation (then the
+    # consultation, sent from the Local half)
+    rec_started = next(m.timestamp for m in env.events() if m.event == "VarSet"
+                       and m.get("Variable") == "MIXMONITOR_FILENAME"
+                       and m.get("Value") == monitor.file)
+    assert rec_started is not None
+    lasts(check_file(user_own), answer_at(target) - rec_started)
