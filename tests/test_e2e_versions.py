@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.lab import Lab
-from tests.lab.analysis import Recording
+from tests.lab.analysis import Recording, bridged_seconds, hangup_time
 from tests.lab.audio import AudioInfo, analyse
 from tests.lab.scenarios import CUSTOMER
 
@@ -41,6 +41,7 @@ from .e2e import (
     check_times,
     invite_at,
     outside,
+    party,
     presented_number,
     refer_at,
     user,
@@ -246,3 +247,60 @@ def test_blind_transfer_to_another_extension(env: E2E) -> None:
     check_legs(env, second, "FROM", min_active=6.0)
     # both recordings are of the customer's channel, one after the other
     assert env.recording_for(first).uniqueid == env.recording_for(second).uniqueid
+
+
+@on(*FULL)
+def test_attended_transfer_keeps_the_legs_in_sync_through_the_hold(env: E2E) -> None:
+    # 1002 answers the customer, consults 1003 (*2 1003 by SIP INFO) while the customer is
+    # on hold alone in its bridge, hangs up: 1003 has the customer. Only 1002 talks. The
+    # customer's legs recording is cut where 1003 joined (README, Transfers): each piece
+    # must be as long as its conversation, the hold inside the first, so the r() and t()
+    # legs stayed in step through the hold and the transfer.
+    env.play("attended_transfer", talker="transferer")
+    caller = env.runner.results["caller"]
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    calls = env.sent(3, skipped=1)  # the Local half's copy of C with 1003 is not sent twice
+    [first] = [c for c in calls if c["call_data"]["event_type"] == "INCOMING_CALL"
+               and "#" not in c["call_data_id"]]
+    [consult] = [c for c in calls if "#" not in c["call_data_id"] and c is not first]
+    [after] = [c for c in calls if "#2" in c["call_data_id"]]
+    rec = recorded_on(env, first, "trunk")
+    assert env.recording_for(after) == rec and rec.mode == "legs"
+    events = env.events()
+    joined = next(m.timestamp for m in events if m.event == "BridgeEnter"
+                  and m.get("Channel").startswith("Local/1003@from-internal-")
+                  and m.get("Channel").endswith(";1") and m.timestamp
+                  and m.get("BridgeUniqueid") in {e.get("BridgeUniqueid") for e in events
+                                                 if e.event == "BridgeEnter"
+                                                 and e.get("Uniqueid") == rec.uniqueid})
+    end = hangup_time(events, rec.uniqueid)
+
+    data = first["call_data"]
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    user("1002", "TO", "right")]
+    assert data["circuit_number"] == "0312345683"
+    check_times(data, start=invite_at(caller), answer=answer_at(transferer), end=joined)
+    info = check_file(first)
+    check_sides(info, data, "TO", min_active=1.5)  # 1002 before the consultation
+    held = bridged_seconds(events, rec.uniqueid, since=rec.started, until=joined, alone=True)
+    check_length(info, held)
+    assert held > bridged_seconds(events, rec.uniqueid, since=rec.started,
+                                  until=joined) + 3.0  # the hold is in it
+
+    data = after["call_data"]
+    assert party(data, "TO") == user("1003", "TO", party(data, "TO")["stereo_lr"])
+    check_times(data, start=joined, answer=joined, end=bye_at(caller))
+    info = check_file(after)
+    assert info.left.active_seconds <= 0.2 and info.right.active_seconds <= 0.2  # nobody
+    check_length(info, bridged_seconds(events, rec.uniqueid, since=joined, until=end))
+
+    data = consult["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
+    # it ends where the transfer moved the customer in (that piece is sent from above)
+    check_times(data, start=invite_at(target), answer=answer_at(target), end=joined)
+    rec = env.recording_for(consult)
+    assert rec.channel.startswith("Local/1003@from-internal-") and rec.channel.endswith(";2")
+    info = check_file(consult)
+    check_sides(info, data, "FROM", min_active=3.0)  # 1002 talking to 1003
+    check_length(info, bridged_seconds(events, rec.uniqueid, since=rec.started, until=joined))
