@@ -21,6 +21,7 @@ from asterisk_miitel.ops.envfile import read_env_file
 from asterisk_miitel.ops.setup import Options, setup_main
 from asterisk_miitel.ops.users import users_import_main
 from tests.lab import PHONES, Lab
+from tests.lab.scenarios import SCENARIOS, Runner
 
 from .e2e import USERS, ThreadedStandIn
 
@@ -48,16 +49,47 @@ def _reload(lab: Lab) -> None:
     lab.admin().command("manager reload")
 
 
+def _strip_ours_freepbx(etc: Path) -> None:
+    """The FreePBX-style lab before the install: manager.conf as FreePBX generates
+    it (including manager_custom.conf, no [miitel] user), and the dialplan
+    reaching our hooks only through extensions_custom.conf."""
+    _strip_ours(etc)
+    manager = (etc / "manager.conf").read_text(encoding="utf-8")
+    (etc / "manager.conf").write_text(manager + "#include manager_custom.conf\n",
+                                      encoding="utf-8")
+    dialplan = etc / "freepbx-style" / "extensions.conf"
+    text = dialplan.read_text(encoding="utf-8")
+    text, n = re.subn(r'^#include ".*/freepbx/extensions_miitel.conf"$',
+                      f'#include "{etc}/extensions_custom.conf"', text, flags=re.M)
+    assert n == 1
+    dialplan.write_text(text, encoding="utf-8")
+    # FreePBX ships both (an #include of a missing file fails the whole reload)
+    (etc / "extensions_custom.conf").write_text("; FreePBX: yours\n", encoding="utf-8")
+    (etc / "manager_custom.conf").write_text("; FreePBX: yours\n", encoding="utf-8")
+
+
 def test_setup_alone_makes_the_lab_pbx_send_a_real_call(lab: Lab, tmp_path: Path) -> None:
+    _install_and_call(lab, tmp_path, "plain")
+
+
+def test_setup_freepbx_on_the_freepbx_style_lab(freepbx_lab: Lab, tmp_path: Path) -> None:
+    """FreePBX's layout: manager.conf generated (untouched by setup), our files
+    reached through manager_custom.conf and extensions_custom.conf."""
+    _install_and_call(freepbx_lab, tmp_path, "freepbx")
+
+
+def _install_and_call(lab: Lab, tmp_path: Path, pbx: str) -> None:
     etc = lab.etc_dir
-    names = ("manager.conf", "extensions.conf", "extensions-plain.conf")
+    names = ("manager.conf", "extensions.conf", "extensions-plain.conf",
+             "freepbx-style/extensions.conf")
     saved = {name: (etc / name).read_bytes() for name in names}
     link_target = os.readlink(etc / "miitel-record.conf")
     standin = ThreadedStandIn(tmp_path / "miitel").start()
     service: subprocess.Popen[bytes] | None = None
     log_path = tmp_path / "service.log"
     try:
-        _strip_ours(etc)
+        (_strip_ours_freepbx if pbx == "freepbx" else _strip_ours)(etc)
+        generated = (etc / "manager.conf").read_bytes()
         _reload(lab)
         settings = lab.admin().command("manager show settings")
         assert re.search(r"Timestamp events:\s+No", settings), settings
@@ -65,12 +97,19 @@ def test_setup_alone_makes_the_lab_pbx_send_a_real_call(lab: Lab, tmp_path: Path
 
         conf = tmp_path / "asterisk-miitel"
         out = io.StringIO()
-        code = setup_main(Options(pbx="plain", etc=etc, config_dir=conf,
-                                  unit_dir=tmp_path / "systemd",
-                                  bin_link=tmp_path / "bin" / "asterisk-miitel"), out=out)
+        # Every path outside the lab's etc under the test's folder: never this
+        # machine's /etc/asterisk-miitel.
+        opts = Options(pbx=pbx, etc=etc, config_dir=conf,  # type: ignore[arg-type]
+                       unit_dir=tmp_path / "systemd",
+                       bin_link=tmp_path / "bin" / "asterisk-miitel")
+        assert all(tmp_path in p.parents for p in (opts.config_dir, opts.unit_dir,
+                                                    opts.bin_link))
+        code = setup_main(opts, out=out)
         text = out.getvalue()
         assert code == 0, text
         print(text)
+        if pbx == "freepbx":
+            assert (etc / "manager.conf").read_bytes() == generated  # FreePBX's own
 
         # What setup says is left by hand: the reloads, the URL, the users.
         _reload(lab)
@@ -106,10 +145,16 @@ def test_setup_alone_makes_the_lab_pbx_send_a_real_call(lab: Lab, tmp_path: Path
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")
             time.sleep(0.05)
 
-        callee = lab.sipp_start("uas_answer", ip=PHONES["1002"].ip)
-        lab.sipp("uac_talk", ip=PHONES["1001"].ip, service="1002",
-                 inf=[["Suzuki Ichiro", "1001"]], duration_ms=3000).check()
-        callee.wait().check()
+        if pbx == "freepbx":  # 1001 dials out: FreePBX's route records, our legs
+            _flavour, play = SCENARIOS["freepbx_outbound"]
+            runner = Runner(lab)
+            play(lab, runner, duration_ms=3000)
+            runner.wait_all()
+        else:
+            callee = lab.sipp_start("uas_answer", ip=PHONES["1002"].ip)
+            lab.sipp("uac_talk", ip=PHONES["1001"].ip, service="1002",
+                     inf=[["Suzuki Ichiro", "1001"]], duration_ms=3000).check()
+            callee.wait().check()
         lab.wait_idle()
 
         deadline = time.monotonic() + 20
@@ -122,7 +167,8 @@ def test_setup_alone_makes_the_lab_pbx_send_a_real_call(lab: Lab, tmp_path: Path
         assert calls, (standin.calls(), log_path.read_text(errors="replace")[-3000:])
         [call] = calls
         call_data = call["call_data"]
-        assert call_data["event_type"] == "EXTENSION"  # type: ignore[index]
+        expected = "OUTGOING_CALL" if pbx == "freepbx" else "EXTENSION"
+        assert call_data["event_type"] == expected  # type: ignore[index]
         assert call_data["audio_channel_type"] == "STEREO"  # type: ignore[index]
     finally:
         if service is not None and service.poll() is None:
@@ -135,7 +181,8 @@ def test_setup_alone_makes_the_lab_pbx_send_a_real_call(lab: Lab, tmp_path: Path
         standin.stop()
         for name, data in saved.items():
             (etc / name).write_bytes(data)
-        for name in ("miitel-record.conf", "manager_miitel.conf"):
+        for name in ("miitel-record.conf", "manager_miitel.conf", "manager_custom.conf",
+                     "extensions_custom.conf", "extensions_miitel.conf"):
             (etc / name).unlink(missing_ok=True)
         (etc / "miitel-record.conf").symlink_to(link_target)
         _reload(lab)
