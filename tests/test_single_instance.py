@@ -56,12 +56,15 @@ async def _cli(*args: str) -> tuple[int, str]:
 
 
 async def _holding(proc: asyncio.subprocess.Process, outbox: Path, log: Path) -> None:
-    """Wait until `proc` has the outbox (its PID is in the lock file) and has started."""
+    """Wait until `proc` has the outbox (its PID is in the lock file), has started
+    and is connected to AMI (a SIGTERM in the middle of connecting is another
+    test's matter)."""
     async def holds() -> bool:
         assert proc.returncode is None, "the service exited: " + log.read_text()
         path = lock_path(outbox)
+        text = log.read_bytes()
         return (path.exists() and path.read_text().strip() == str(proc.pid)
-                and b"started:" in log.read_bytes())
+                and b"started:" in text and b"AMI connected" in text)
     await wait_for(holds, 30)
 
 
