@@ -12,6 +12,7 @@ the customer's conversation with 1003 must hold no speech at all.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ import pytest
 from tests.lab import Lab
 from tests.lab.ami import AmiMessage
 from tests.lab.audio import AudioInfo
-from tests.lab.scenarios import CUSTOMER
+from tests.lab.lab import PHONES, TRUNK
+from tests.lab.scenarios import CUSTOMER, EXTERNAL
 
 from .e2e import (
     E2E,
@@ -124,7 +126,7 @@ def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
     check_sides(info, data, "FROM", min_active=3.0)  # 1002 talking to 1003
     rec = env.recording_for(consult)
     assert rec.channel.startswith("Local/1003@from-internal-") and rec.started
-    lasts(info, cut - rec.started)
+    lasts(info, cut - answer_at(target))  # option b: bridged from 1003's answer
     # the customer's pieces: no "longer than bridged" warning for the hold any more
     # (the consultation's says it rang before the answer: that one is true)
     assert env.service is not None
@@ -279,10 +281,85 @@ def test_attended_transfer_with_freepbx_appending_mixmonitor(env: E2E) -> None:
     info = check_file(appended)
     silent(info)  # the customer and 1003: none of 1002's words, which fill the file before
     lasts(info, bye_at(caller) - monitor.appended_at)
-    # 1002's own recording: up to 1003 answering the consultation (then the
-    # consultation, sent from the Local half)
+    # 1002's own recording: up to 1002 leaving the customer to consult (then
+    # the consultation, sent from the Local half)
     rec_started = next(m.timestamp for m in env.events() if m.event == "VarSet"
                        and m.get("Variable") == "MIXMONITOR_FILENAME"
                        and m.get("Value") == monitor.file)
-    assert rec_started is not None
-    lasts(check_file(user_own), answer_at(target) - rec_started)
+    left = next(m.timestamp for m in env.events() if m.event == "BridgeLeave"
+                and m.get("Uniqueid") == monitor.user_uid)
+    assert rec_started is not None and left is not None and left < answer_at(target)
+    lasts(check_file(user_own), left - rec_started)
+
+
+SIPP_DIR = Path(__file__).parent / "sipp"
+# one <send> INFO block (never crossing into the next) that sends a [fieldN] digit
+_INFO_DIGIT = re.compile(r"  <send retrans=\"500\">(?:(?!</send>).)*?Signal=\[field\d\]"
+                         r"(?:(?!</send>).)*</send>\s*<recv response=\"200\"/>\s*"
+                         r"<pause milliseconds=\"300\"/>\n", re.S)
+
+
+def atxfer_scenario(tmp: Path, number: str) -> Path:
+    """uas_atxfer_to.xml dialling *2 + any number (it takes four digits from -inf):
+    one SIP INFO per digit, CSeq rising, then the BYE after them."""
+    text = (SIPP_DIR / "uas_atxfer_to.xml").read_text(encoding="utf-8")
+    blocks = _INFO_DIGIT.findall(text)
+    assert len(blocks) == 4, "uas_atxfer_to.xml changed: four [fieldN] INFOs expected"
+    template = blocks[0]
+    digits = "".join(
+        template.replace("[field0]", d).replace("CSeq: 112 INFO", f"CSeq: {200 + i} INFO")
+        for i, d in enumerate(number))
+    text = text.replace("".join(blocks), digits).replace("CSeq: 120 BYE", "CSeq: 300 BYE")
+    out = tmp / "uas_atxfer_outside.xml"
+    out.write_text(text.replace('name="uas_atxfer_to"', 'name="uas_atxfer_outside"'),
+                   encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("report", ["literal", "speakers"])
+def test_attended_transfer_to_an_outside_number(lab: Lab, tmp_path: Path, report: str) -> None:
+    # The customer calls 1002, which answers, dials *2 0 + 0901234567 (SIP INFO),
+    # consults the outside number over a Local pair and the trunk, and hangs up:
+    # the customer and the outside number are bridged. 1002 talks, nobody else.
+    tables = '[transfers]\nreport = "speakers"' if report == "speakers" else ""
+    with E2E(lab, tmp_path, tables=tables) as env:
+        run = env.runner
+        run.start("outside", "uas_answer", ip=TRUNK.ip)
+        run.start("transferer", atxfer_scenario(tmp_path, "0" + EXTERNAL),
+                  ip=PHONES["1002"].ip, audio="talk")
+        run.run("caller", "uac_silent", ip=TRUNK.ip, service="0312345683",
+                inf=[list(CUSTOMER)], duration_ms=18000)
+        run.wait_all()
+        failed = {role: r.summary() for role, r in run.results.items() if not r.ok}
+        assert not failed, f"sipp failed: {failed}"
+        lab.wait_idle(timeout=30)
+        caller, transferer = run.results["caller"], run.results["transferer"]
+        outside_party = run.results["outside"]
+        cut = bye_at(transferer)
+        first, consult, second = env.sent(3, skipped=1)
+        assert (piece(first), piece(consult), piece(second)) == (1, 1, 2)
+
+        assert first["call_data"]["event_type"] == "INCOMING_CALL"
+        check_sides(check_file(first), first["call_data"], "TO", min_active=1.5)
+
+        data = consult["call_data"]  # 1002 consulting the outside number
+        assert data["event_type"] == "OUTGOING_TRANSFER"
+        assert data["participants"] == [user("1002", "FROM", "left"),
+                                        outside(EXTERNAL, "TO", "right")]
+        check_times(data, answer=answer_at(outside_party), end=cut)
+        check_sides(check_file(consult), data, "FROM", min_active=1.0)
+
+        data = second["call_data"]  # the customer with the outside number
+        if report == "literal":
+            assert data["event_type"] == "OUTGOING_TRANSFER"
+            assert data["participants"] == [user("1002", "FROM", "left"),
+                                            outside(EXTERNAL, "TO", "right")]
+        else:
+            assert data["event_type"] == "AUTOMATIC_TRANSFER"  # no user left on the line
+            assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                            outside(EXTERNAL, "TO", "right")]
+            assert data["tags"] == [{"value": "transferred by 1002"}]
+        check_times(data, answer=cut, end=bye_at(caller))
+        info = check_file(second)
+        silent(info)  # none of 1002's words in the customer's call with the outside number
+        lasts(info, bye_at(caller) - cut)

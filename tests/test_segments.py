@@ -431,6 +431,10 @@ def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
     assert event_type(first) == "INCOMING_CALL"
     assert parties(first) == [("FROM", "right", "0312349999"), ("TO", "left", "1002")]
     assert got["/rec/a.raw#2"].skip and "/rec/l.raw" in got["/rec/a.raw#2"].skip
+    # 1002's own recording is cut when 1002 left the customer to consult (3 s),
+    # not when 1003 answered (3.5 s): the ringback 1002 heard is the consultation's
+    own = next(r for r in c.closed if r.file == "/rec/a.raw" and r.appended_at is None)
+    assert pieces(own)[0].window == (0.0, pytest.approx(2.5))
     consult = got["/rec/l.raw"]
     assert event_type(consult) == "EXTENSION_TRANSFER"
     assert parties(consult) == [("FROM", "left", "1002"), ("TO", "right", "1003")]

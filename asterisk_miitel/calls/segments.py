@@ -12,7 +12,9 @@ party set is replaced by a disjoint one. Pure functions, no I/O.
   consultation, music on hold, a park): the same conversation goes on. The
   time nobody was there stays in the piece before.
 - A side that fills with somebody else is a new conversation: the cut is
-  the moment they join (BridgeEnter, with Asterisk's Timestamp).
+  the moment they join (BridgeEnter, with Asterisk's Timestamp), or, when
+  the recorded channel itself left its bridge (a user recording their own
+  channel goes to consult a colleague), the moment it left.
 - A party joining beside the one still there (a conference, a barge) is
   not a cut: both talk to the same person.
 - A piece after a cut (index >= 1) that another recording holds too is
@@ -34,6 +36,8 @@ from .state import Channel, Recording, Segment
 
 # Seconds two recordings' times may disagree by and still cover one conversation.
 COVER_TOLERANCE = 0.5
+# Seconds between the recorded channel's BridgeLeave and its side emptying.
+MOVE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +89,36 @@ def cut_times(rec: Recording) -> list[float]:
     last: list[frozenset[int]] = [frozenset(), frozenset()]
     cuts: list[float] = []
     for t in times:
-        cut = False
+        cut: float | None = None
         for i, side in enumerate(sides):
             now = frozenset(id(p) for a, b, p in side if a <= t < b)
             if not now:
                 continue  # nobody there: a hold, the conversation goes on
             if last[i] and not now & last[i]:
-                cut = True
+                cut = min(cut or t, _moved_away(rec, side, t))
             last[i] = now
-        if cut and t > rec.started and (not cuts or t > cuts[-1]):
-            cuts.append(t)
+        if cut is not None and cut > rec.started and (not cuts or cut > cuts[-1]):
+            cuts.append(cut)
     return cuts
+
+
+def _moved_away(rec: Recording, side: list[Stretch], refill: float) -> float:
+    """Where the conversation before `refill` ended: when the side emptied, if
+    the recorded channel itself left its bridge then, by itself (the user who
+    recorded went to consult: their dialling and the ringback they hear
+    belong to the consultation); else at `refill` (the party was put on hold,
+    or a transfer moved the recorded channel: the wait is theirs)."""
+    ends = [b for _, b, _ in side if b <= refill]
+    if not ends:
+        return refill
+    emptied = max(ends)
+    ch = rec.channel
+    if any(t is not None and emptied - 1.0 <= t.at <= refill
+           for t in (ch.transfer, *(ch.earlier_transfers or ()))):
+        return refill  # a transfer moved it: it waited for the new party
+    if any(abs(b - emptied) <= MOVE_TOLERANCE for _, b in rec.in_bridge):
+        return emptied
+    return refill
 
 
 def pieces(rec: Recording) -> list[Piece]:
