@@ -110,6 +110,7 @@ def _install_and_call(lab: Lab, tmp_path: Path, pbx: str) -> None:
         print(text)
         if pbx == "freepbx":
             assert (etc / "manager.conf").read_bytes() == generated  # FreePBX's own
+            assert "does not #include" not in text  # both *_custom.conf are read
 
         # What setup says is left by hand: the reloads, the URL, the users.
         _reload(lab)
