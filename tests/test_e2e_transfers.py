@@ -24,7 +24,7 @@ from tests.lab import Lab
 from tests.lab.ami import AmiMessage
 from tests.lab.audio import AudioInfo
 from tests.lab.lab import PHONES, TRUNK
-from tests.lab.scenarios import CUSTOMER, EXTERNAL
+from tests.lab.scenarios import ASTERISK, CUSTOMER, EXTERNAL
 
 from .e2e import (
     E2E,
@@ -363,3 +363,49 @@ def test_attended_transfer_to_an_outside_number(lab: Lab, tmp_path: Path, report
         info = check_file(second)
         silent(info)  # none of 1002's words in the customer's call with the outside number
         lasts(info, bye_at(caller) - cut)
+
+
+@pytest.mark.parametrize("report", ["literal", "speakers"])
+def test_queue_agent_transfers_the_customer(lab: Lab, tmp_path: Path, report: str) -> None:
+    # The customer calls the support queue (members Local/100X@queue-members/n);
+    # 1002 answers and after 3 s REFERs the customer to 1001. The REFER moves the
+    # queue's Local half, which runs from-internal,1001: our dialplan records it
+    # there. The customer talks throughout.
+    tables = '[transfers]\nreport = "speakers"' if report == "speakers" else ""
+    with E2E(lab, tmp_path, tables=tables) as env:
+        run = env.runner
+        run.start("target", "uas_answer", ip=PHONES["1001"].ip)
+        run.start("member 1003", "uas_noanswer", ip=PHONES["1003"].ip)
+        run.start("agent", "uas_refer_bye", ip=PHONES["1002"].ip,
+                  inf=[["1001", ASTERISK]])
+        run.run("caller", "uac_talk", ip=TRUNK.ip, service="0312345679",
+                inf=[list(CUSTOMER)], duration_ms=12000)
+        run.wait_all()
+        failed = {role: r.summary() for role, r in run.results.items() if not r.ok}
+        assert not failed, f"sipp failed: {failed}"
+        lab.wait_idle(timeout=30)
+        caller, target = run.results["caller"], run.results["target"]
+        first, second = env.sent(2, skipped=1)  # the customer's recording after the REFER:
+        # the Local half's new recording has that conversation
+        data = first["call_data"]
+        assert data["event_type"] == "INCOMING_CALL"
+        assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                        user("1002", "TO", "right")]
+        assert data["queue_name"] == "Support" and data["tags"] == [{"value": "support-queue"}]
+        check_sides(check_file(first), data, "FROM", min_active=2.0)
+
+        data = second["call_data"]
+        assert data["queue_name"] == "Support"
+        if report == "literal":
+            assert data["event_type"] == "EXTENSION_TRANSFER"
+            assert data["participants"] == [user("1002", "FROM", "left"),
+                                            user("1001", "TO", "right")]
+        else:
+            assert data["event_type"] == "INCOMING_CALL"
+            assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                            user("1001", "TO", "right")]
+            assert {"value": "transferred by 1002"} in data["tags"]
+        check_times(data, answer=answer_at(target), end=bye_at(caller))
+        info = check_file(second)
+        check_sides(info, data, "FROM", min_active=4.0)  # the customer's voice, on the left
+        assert env.recording_for(second).channel.startswith("Local/1002@queue-members-")

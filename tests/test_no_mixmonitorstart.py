@@ -342,15 +342,21 @@ def test_a_mixmonitor_on_a_channel_never_seen_is_followed_with_a_note() -> None:
     assert any(f"did not see {CHAN} start" in n for n in outcome.notes)
 
 
-def test_append_to_the_same_file_is_the_same_recording() -> None:
+def test_append_to_the_same_file_still_open_continues_after_it() -> None:
     """FreePBX's transfer monitor: a second MixMonitor, on another channel,
-    option a, on the file of the recording still open."""
+    option a, on the file of the recording still open (the transferer has not
+    hung up yet). It is the same file, but another conversation (issue 13):
+    its own recording, opened when the first one closes, after its audio."""
     peer, peer_uid = "PJSIP/1001-00000002", "1795470000.2"
     data = call(*mixmonitor(0.3, "/rec/c.wav,ab", "/rec/c.wav"),
                 *mixmonitor(2, "/rec/c.wav,ai(LOCAL_MIXMON_ID)", "/rec/c.wav", uid=peer_uid,
                             chan=peer))
     outcomes, tracker = replay(data)
-    assert len(outcomes) == 1 and tracker.stats.recordings_opened == 1
+    assert tracker.stats.recordings_opened == 2
+    first, appended = outcomes
+    assert first.key == "/rec/c.wav" and first.call_data is not None
+    assert appended.key == f"/rec/c.wav#appended-{peer_uid}"
+    assert appended.audio.window is not None and appended.audio.window[0] > 4.0
 
 
 def test_overwritten_after_its_call_ended_is_said_not_sent_twice(

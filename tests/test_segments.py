@@ -377,7 +377,8 @@ def test_pieces_survive_the_journal() -> None:
         o.call_data_id for o in classify_segments(rec, ctx())]
 
 
-def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
+@pytest.mark.parametrize("before_hangup", [False, True])
+def test_freepbx_attended_transfer_with_the_appending_mixmonitor(before_hangup: bool) -> None:
     """FreePBX 17: 1002's own recording, the consultation recorded on the
     Local ;2 half, and on AttendedTransfer a MixMonitor over AMI (no
     dialplan step: only its VarSet) appending to 1002's file on the customer's
@@ -410,9 +411,15 @@ def test_freepbx_attended_transfer_with_the_appending_mixmonitor() -> None:
          OrigTransfererUniqueid="1.2", OrigTransfererChannel="PJSIP/1002-00000002",
          SecondTransfererUniqueid="1.2", SecondTransfererChannel="PJSIP/1002-00000002",
          TransfereeUniqueid=uid, TransfereeChannel=name, DestType="Bridge")
+    # FreePBX's monitor asks Asterisk first (core show channel), so its
+    # MixMonitor comes after 1002's hangup, or just before it
+    if before_hangup:
+        c.ev("VarSet", 9.0005, uid, Variable="MIXMONITOR_FILENAME", Value="/rec/a.raw")
+        c.ev("MixMonitorStart", 9.0005, uid)
     c.hangup(9.001, "1.2")
-    c.ev("VarSet", 9.05, uid, Variable="MIXMONITOR_FILENAME", Value="/rec/a.raw")
-    c.ev("MixMonitorStart", 9.05, uid)
+    if not before_hangup:
+        c.ev("VarSet", 9.05, uid, Variable="MIXMONITOR_FILENAME", Value="/rec/a.raw")
+        c.ev("MixMonitorStart", 9.05, uid)
     c.leave(15, uid, "b1")
     c.leave(15, "1.3", "b1")
     c.hangup(15, uid)

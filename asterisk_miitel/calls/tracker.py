@@ -90,6 +90,11 @@ class CallTracker:
         # repeated event about one must not open it a second time.
         self._closed_files: dict[str, str] = {}
         self._file_seconds: dict[str, float] = {}  # closed file -> seconds recorded in it
+        # A MixMonitor on another channel appending to a file still being
+        # recorded (FreePBX's transfer monitor, before the transferer hangs
+        # up): file -> that channel and run; its recording opens when the
+        # first one closes, after the first one's audio.
+        self._appends: dict[str, tuple[Channel, MixMonitorRun | None]] = {}
         # Asterisk's clock (event Timestamps) and ours may differ: remember the
         # latest event's time and when it arrived, to say "now" in Asterisk time.
         self._last_ts: float | None = None
@@ -604,6 +609,9 @@ class CallTracker:
         MixMonitor appending to it), else a new one. None: it was closed already."""
         rec = self.recordings.get(file)
         if rec is not None:
+            if rec.channel is not ch and (run is None or run.args is None or run.args.appends):
+                self._appends[file] = (ch, run)  # it continues after `rec`: see _close
+                return None
             self._complete(rec, run)
             return rec
         before = self._closed_files.get(file)
@@ -799,6 +807,12 @@ class CallTracker:
                 rec.channel.recordings = None
         self.stats.recordings_closed += 1
         self.on_closed(rec)
+        pending = self._appends.pop(rec.file, None)
+        if pending is not None and pending[0].uniqueid in self.channels:
+            appender, run = pending
+            appended = self._open_appended(appender, rec.file, ts, run)
+            if run is not None and run.rec is None:
+                run.rec = appended
         if self.stats.recordings_closed % COLLECT_EVERY == 0:
             gc.collect()  # see COLLECT_EVERY
 
