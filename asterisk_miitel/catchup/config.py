@@ -5,6 +5,9 @@ The lead adds it to `Config` as `catchup: CatchupConfig = Field(default_factory=
 
 from __future__ import annotations
 
+import getpass
+import os
+from collections.abc import Sequence
 from datetime import tzinfo
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,9 +30,12 @@ class CatchupConfig(BaseModel):
     # On start (and after an AMI outage) look for recorded calls the service
     # did not see, from the last moment it was listening. Off: only `backfill`.
     enabled: bool = True
-    # Where the CDR is: "auto" = the database when database_url is set, else
-    # the cdr_csv files; "none" = recordings folder only (nothing is sent,
-    # unexplained files are reported).
+    # Where the CDR is: "auto" = the database when database_url is set; else,
+    # on a FreePBX host (/etc/freepbx.conf), FreePBX's asteriskcdrdb.cdr over
+    # MariaDB's local socket as the service's system user (no password:
+    # dialplan/README.md, "Catch-up on FreePBX"); else the cdr_csv files;
+    # "none" = recordings folder only (nothing is sent, unexplained files are
+    # reported).
     source: Literal["auto", "csv", "sql", "none"] = "auto"
     # cdr_csv's Master.csv (Debian: /var/log/asterisk/cdr-csv/Master.csv).
     # Globs and rotated copies (.gz too) may be listed for backfill; path_map applies.
@@ -98,6 +104,29 @@ class CatchupConfig(BaseModel):
             raise ValueError("must start with mysql://, mariadb:// or postgresql:// "
                              "(the value is not shown: it is secret)")
         return value
+
+
+# A FreePBX machine has one of these; it writes no Master.csv, its CDRs are in
+# MariaDB (asteriskcdrdb.cdr). MariaDB's local socket on FreePBX's distributions
+# (Sangoma Linux / CentOS, then Debian for FreePBX 17).
+FREEPBX_MARKERS = ("/etc/freepbx.conf", "/etc/amportal.conf")
+MYSQL_SOCKETS = ("/var/lib/mysql/mysql.sock", "/run/mysqld/mysqld.sock",
+                 "/var/run/mysqld/mysqld.sock")
+
+
+def freepbx_database_url(markers: Sequence[str] = FREEPBX_MARKERS,
+                         sockets: Sequence[str] = MYSQL_SOCKETS,
+                         user: str | None = None) -> str | None:
+    """On a FreePBX host, where catch-up reads by default: asteriskcdrdb over the
+    local socket as the service's own system user, which MariaDB authenticates by
+    the socket (no password; dialplan/README.md has the one GRANT line). None
+    elsewhere, or when no MariaDB socket is there."""
+    if not any(os.path.exists(m) for m in markers):
+        return None
+    socket = next((s for s in sockets if os.path.exists(s)), None)
+    if socket is None:
+        return None
+    return f"mysql://{user or getpass.getuser()}@localhost/asteriskcdrdb?unix_socket={socket}"
 
 
 def zone(name: str, pbx_zone: tzinfo | None) -> tzinfo | None:

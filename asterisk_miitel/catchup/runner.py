@@ -29,7 +29,7 @@ from ..calls.classify import Context, Outcome, call_data_id, classify, recording
 from ..config import Config
 from ..outbox.sender import map_path
 from ..outbox.store import Outbox
-from .config import CatchupConfig, zone
+from .config import CatchupConfig, freepbx_database_url, zone
 from .files import FileIndex, Message, find_voicemail, scan_recordings
 from .rebuild import Assembler, BuildContext, CallBuilder, Rebuilt
 from .sources import CdrSource, SourceError
@@ -118,14 +118,16 @@ class CatchUpReport:
 def make_source(config: Config, cc: CatchupConfig) -> CdrSource | None:
     tz = config.pbx.tz()
     kind = cc.source
+    url = cc.database_url.get_secret_value() if cc.database_url is not None else None
     if kind == "auto":
-        kind = "sql" if cc.database_url is not None else "csv"
+        url = url or freepbx_database_url()  # FreePBX writes no Master.csv
+        kind = "sql" if url else "csv"
     if kind == "none":
         return None
     if kind == "sql":
-        if cc.database_url is None:
+        if url is None:
             raise SourceError("[catchup] source = \"sql\" needs database_url")
-        return SqlSource(cc.database_url.get_secret_value(), cc.table,
+        return SqlSource(url, cc.table,
                          zone(cc.sql_timezone, tz), max_call_hours=cc.max_call_hours)
     return CsvSource(cc.cdr_csv, zone(cc.csv_timezone, tz), columns=cc.csv_columns or None,
                      max_call_hours=cc.max_call_hours,
