@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from . import rootfs
-from .lab import AMI_HOST, AMI_PORT, SIP_HOST, SIP_PORT, Lab
+from . import build, rootfs
+from .lab import AMI_HOST, AMI_PORT, ASTERISK_VERSIONS, SIP_HOST, SIP_PORT, Lab
 from .rootfs import LabError
 
 
@@ -15,10 +15,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.lab",
                                      description="The real-Asterisk test lab.")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build (or reuse) the cached Debian sid root with Asterisk")
+    b = sub.add_parser("build", help="build (or reuse) the cached Debian sid root with "
+                       "Asterisk 22, or with --asterisk 16/18/20 that version from source")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--asterisk", choices=ASTERISK_VERSIONS, default="22")
     s = sub.add_parser("start", help="start Asterisk and leave it running (stop with 'stop')")
     s.add_argument("--flavour", choices=("plain", "freepbx"), default="plain")
+    s.add_argument("--asterisk", choices=ASTERISK_VERSIONS, default="22")
     sub.add_parser("stop", help="stop the lab 'start' left running")
     sub.add_parser("status", help="is a lab running? print its AMI details")
     c = sub.add_parser("capture", help="record AMI transcripts into tests/fixtures/captures/")
@@ -27,12 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        if args.cmd == "build":
+        if args.cmd == "build" and args.asterisk != "22":
+            prefix = build.ensure_build(args.asterisk, force=args.force)
+            print(prefix)
+            print(json.dumps(build.build_info(prefix), indent=2))
+        elif args.cmd == "build":
             root = rootfs.ensure_root(force=args.force)
             print(root)
             print(json.dumps(rootfs.root_info(root), indent=2))
         elif args.cmd == "start":
-            lab = Lab(args.flavour, detach=True, keep_run_dir=True).start()
+            lab = Lab(args.flavour, asterisk=args.asterisk, detach=True,
+                      keep_run_dir=True).start()
             print(json.dumps(_describe(lab), indent=2))
         elif args.cmd == "stop":
             lab = Lab.attach()
@@ -71,7 +79,7 @@ def _describe(lab: Lab) -> dict[str, object]:
         "admin": {"username": lab.admin_username, "secret": lab.admin_secret},
         "miitel": {"username": lab.miitel_username, "secret": lab.miitel_secret},
         "run_dir": str(lab.run_dir), "recordings_dir": str(lab.recordings_dir),
-        "root": str(lab.root),
+        "root": str(lab.root), "prefix": str(lab.prefix) if lab.prefix else None,
     }
 
 

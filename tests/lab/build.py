@@ -198,7 +198,8 @@ def ensure_build(version: str, cache: Path | None = None, *, force: bool = False
 
 
 def _run(cmd: list[str], cwd: Path, logfile: Path, what: str, spec: BuildSpec) -> None:
-    """One build step, offline (its own network namespace), its output in `logfile`."""
+    """One build step, offline (its own network namespace), its output in `logfile`
+    (kept as ast-<version>.failed.log beside the builds when a step fails)."""
     with open(logfile, "a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
@@ -209,7 +210,12 @@ def _run(cmd: list[str], cwd: Path, logfile: Path, what: str, spec: BuildSpec) -
         tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-40:])
         raise LabBuildError(f"the Asterisk lab could not build Asterisk {spec.version}: "
                             f"{what} failed (exit {proc.returncode}); full log "
-                            f"{logfile}. Last lines:\n{tail}")
+                            f"{_failed_log(spec, logfile)}. Last lines:\n{tail}")
+
+
+def _failed_log(spec: BuildSpec, logfile: Path) -> Path:
+    """Where a failed build's log stays: beside the builds (the work folder goes)."""
+    return logfile.parent.parent / f"ast-{spec.version}.failed.log"
 
 
 def _build(spec: BuildSpec, prefix: Path) -> None:
@@ -217,8 +223,8 @@ def _build(spec: BuildSpec, prefix: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    failed_log = prefix.with_name(f"ast-{spec.version}.failed.log")
     logfile = work / "build.log"
+    failed_log = _failed_log(spec, logfile)
     t0 = time.monotonic()
     log(f"building Asterisk {spec.version} from {spec.source} (about 2 minutes, once)")
     try:
@@ -251,7 +257,7 @@ def _build(spec: BuildSpec, prefix: Path) -> None:
         missing = [m for m in REQUIRED_MODULES if not (modules / f"{m}.so").exists()]
         if missing:
             raise LabBuildError(f"Asterisk {spec.version} built without {missing} "
-                                f"(menuselect); log {logfile}")
+                                f"(menuselect); log {failed_log}")
         # The prompts (VoiceMail's greeting) are Debian's, not downloaded ones.
         sounds = built / "var/lib/asterisk/sounds"
         if sounds.is_symlink() or sounds.is_file():
@@ -270,7 +276,7 @@ def _build(spec: BuildSpec, prefix: Path) -> None:
         if not version.startswith(f"Asterisk {spec.version}"):
             shutil.rmtree(prefix, ignore_errors=True)
             raise LabBuildError(f"the built Asterisk {spec.version} does not run: "
-                                f"'asterisk -V' said {version!r}; log {logfile}")
+                                f"'asterisk -V' said {version!r}; log {failed_log}")
     except BaseException:
         if logfile.exists():
             shutil.copy(logfile, failed_log)
