@@ -25,13 +25,16 @@ from tests.e2e import (
     check_sides,
     check_times,
     invite_at,
+    near,
     outside,
+    refer_at,
+    when,
 )
 from tests.lab import Lab, freepbx_real
 from tests.lab.analysis import bridged_seconds, hangup_time
 from tests.lab.audio import analyse
 from tests.lab.freepbx_real import VARIANTS, macro_to_gosub
-from tests.lab.scenarios import CUSTOMER
+from tests.lab.scenarios import ASTERISK, CUSTOMER
 from tests.support import HANAKO, JIRO, TARO
 
 DIALPLANS = sorted(VARIANTS)
@@ -421,3 +424,90 @@ def test_freepbx_real_unanswered_call_reaches_voicemail(real: E2E) -> None:
     assert Path(rec.file).name.startswith("external-1180-")
     [skipped] = [r for r in env.outbox() if r.file == rec.file]
     assert (skipped.state, skipped.posts) == ("skipped", 0)
+
+
+@pytest.mark.lab
+@A16_ONLY
+def test_freepbx_real_blind_transfer(real: E2E) -> None:
+    # the customer -> 1180, which answers and after 3 s REFERs to 1101; FreePBX runs
+    # the customer's channel in from-internal-xfer (TRANSFER_CONTEXT) and records 1101
+    env, v = real, variant_of(real)
+    env.runner.start("target", "uas_answer", ip=ip(env, 0))
+    env.runner.start("transferer", "uas_refer_bye", ip=ip(env, 1),
+                     inf=[["1101", ASTERISK]])
+    caller = env.runner.run("caller", "uac_talk", ip=freepbx_real.TRUNK_IP,
+                            service="0312345678", inf=[list(CUSTOMER)], duration_ms=12000)
+    finish(env)
+    transferer, target = env.runner.results["transferer"], env.runner.results["target"]
+    first, second = env.sent(2, skipped=1)
+    # FreePBX's first recording (the customer's channel, force) runs on after the
+    # transfer; FreePBX starts a second one for 1101 on the same channel. The first
+    # is sent up to the transfer, the rest of it is the second's conversation.
+    data = first["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    fuser(v, "1180", "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=answer_at(transferer),
+                end=refer_at(transferer))
+    assert Path(env.recording_for(first).file).name.startswith("external-1180-")
+    check_sides(check_file(first), data, "FROM", min_active=2.0)
+    data = second["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [fuser(v, "1180", "FROM", "left"),
+                                    fuser(v, "1101", "TO", "right")]
+    check_times(data, start=refer_at(transferer), answer=answer_at(target), end=bye_at(caller))
+    rec = env.recording_for(second)
+    assert Path(rec.file).name.startswith("external-1101-") and rec.mode == "legs"
+    assert rec.uniqueid == env.recording_for(first).uniqueid  # both on the customer's channel
+    info = check_file(second)
+    check_sides(info, data, "FROM", min_active=6.0)
+    events = env.events()
+    check_length(info, bridged_seconds(events, rec.uniqueid, since=rec.started,
+                                       until=hangup_time(events, rec.uniqueid)))
+
+
+@pytest.mark.lab
+@A16_ONLY
+def test_freepbx_real_attended_transfer(real: E2E) -> None:
+    # the customer -> 1180, which answers, dials *2 1101 (SIP INFO), consults 1101 and
+    # hangs up; FreePBX 17's transfer monitor (here over the admin AMI) reacts
+    env, v = real, variant_of(real)
+    env.runner.start("target", "uas_answer", ip=ip(env, 0))
+    env.runner.start("transferer", "uas_atxfer_to", ip=ip(env, 1), inf=[["1", "1", "0", "1"]])
+    with freepbx_real.TransferMonitor(env.lab) as monitor:
+        caller = env.runner.run("caller", "uac_talk", ip=freepbx_real.TRUNK_IP,
+                                service="0312345678", inf=[list(CUSTOMER)],
+                                duration_ms=16000)
+        finish(env)
+    transferer = env.runner.results["transferer"]
+    # three conversations: the customer with 1180, 1180 consulting 1101 (FreePBX
+    # records 1101's Local half: force), the customer with 1101 after the transfer
+    before, consult, after = env.sent(3, skipped=1)  # by start
+    assert monitor.actions == [{"orig": monitor.actions[0]["orig"],
+                                "transferee": monitor.actions[0]["transferee"], "file": ""}]
+    # 1180's own channel records nothing (the customer's channel does): FreePBX's
+    # transfer monitor finds no MIXMONITOR_FILENAME there and appends nothing
+    assert monitor.actions[0]["orig"].startswith("PJSIP/1180-")
+    data = before["call_data"]
+    assert data["event_type"] == "INCOMING_CALL"
+    assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
+                                    fuser(v, "1180", "TO", "right")]
+    near(data["call_starts_at"], invite_at(caller))
+    near(data["call_answered_at"], answer_at(transferer))
+    check_sides(check_file(before), data, "FROM", min_active=2.0)
+    data = consult["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [fuser(v, "1180", "FROM", "left"),
+                                    fuser(v, "1101", "TO", "right")]
+    rec = env.recording_for(consult)
+    assert rec.channel.startswith("Local/1101@from-internal-xfer-") and rec.mode == "legs"
+    assert check_file(consult).channels == 2
+    data = after["call_data"]
+    assert data["event_type"] == "EXTENSION_TRANSFER"
+    assert data["participants"] == [fuser(v, "1180", "FROM", "left"),
+                                    fuser(v, "1101", "TO", "right")]
+    assert data["call_ends_at"] >= before["call_data"]["call_ends_at"]
+    # ends with the call (the target's hangup follows the customer's BYE)
+    assert abs(when(data["call_ends_at"]) - bye_at(caller)) < 1.5
+    assert env.recording_for(after).file == env.recording_for(before).file
+    check_sides(check_file(after), data, "FROM", min_active=3.0)

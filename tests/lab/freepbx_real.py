@@ -355,6 +355,26 @@ def queues_conf(variant: Variant) -> str:
     return "\n".join(out)
 
 
+# features.conf as FreePBX's Core writes it (features_general/featuremap/
+# applicationmap_additional.conf): disconnect is ** (Asterisk's default * would
+# let a phone's DTMF * hang the call up, Dial's h option), and the one-touch
+# recording feature *1 (DYNAMIC_FEATURES=apprecord) runs macro-one-touch-record,
+# in FreePBX 17's form a Gosub.
+FEATURES = """[general]
+transferdigittimeout = 3
+atxfernoanswertimeout = 15
+atxferdropcall = no
+
+[featuremap]
+blindxfer => ##
+atxfer => *2
+disconnect => **
+
+[applicationmap]
+apprecord => *1,caller,Gosub,macro-one-touch-record,s,1
+"""
+
+
 def voicemail_lines(variant: Variant) -> str:
     return "".join(f"{p.extension} => 1234,{p.name}\n" for p in variant.phones if p.voicemail)
 
@@ -432,6 +452,7 @@ def install(lab: object, name: str) -> Variant:
         path.write_text(text.replace("$ASTMIITEL_ETC", str(etc)))
         path.chmod(0o755)
     (etc / "pjsip.conf").write_text(pjsip_conf(variant, lab.sip_port))
+    (etc / "features.conf").write_text(FEATURES)
     lab._render(CONF_DIR / "queues.conf", etc / "queues.conf")
     with open(etc / "queues.conf", "a", encoding="utf-8") as fh:
         fh.write("\n; freepbx-real: FreePBX's queues\n" + queues_conf(variant))
@@ -448,6 +469,7 @@ def uninstall(lab: object) -> None:
     assert isinstance(lab, Lab)
     lab._render(CONF_DIR / "queues.conf", lab.etc_dir / "queues.conf")
     lab._render(CONF_DIR / "voicemail.conf", lab.etc_dir / "voicemail.conf")
+    lab._render(CONF_DIR / "features.conf", lab.etc_dir / "features.conf")
 
 
 NEEDED = ("miitel-record", "miitel-freepbx-sync", "sub-record-check", "macro-dial-one",
@@ -467,3 +489,52 @@ def check(lab: object) -> None:
         if f"'{ctx}'" not in out or "There is no existence" in out:
             raise LabError(f"context [{ctx}] did not load (freepbx-real "
                            f"{lab.freepbx_dialplan})\n{out}\n{lab.log_tail()}")
+
+
+class TransferMonitor:
+    """What FreePBX 17's core-calltransfer-monitor daemon does, over the lab's admin AMI
+    (../shared/freepbx/source/core-17.0_calltransfer-eventlistener.php): on
+    AttendedTransfer it reads MIXMONITOR_FILENAME of OrigTransfererChannel
+    (`core show channel`) and, if there is one, starts a MixMonitor on the
+    TransfereeChannel appending to that file, options `ai(LOCAL_MIXMON_ID)`."""
+
+    def __init__(self, lab: object) -> None:
+        import threading
+
+        self.lab = lab
+        self.actions: list[dict[str, str]] = []  # what it did (or found nothing to do)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="transfer-monitor", daemon=True)
+
+    def __enter__(self) -> TransferMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from .ami import AmiError
+        from .lab import Lab
+
+        assert isinstance(self.lab, Lab)
+        admin = self.lab.admin()
+        seen = len(admin.events)
+        while not self._stop.is_set():
+            try:
+                event = admin.wait_for(lambda m: m.event == "AttendedTransfer", timeout=0.3,
+                                       start=seen)
+            except AmiError:
+                continue
+            seen = admin.events.index(event) + 1
+            orig, transferee = event.get("OrigTransfererChannel"), event.get("TransfereeChannel")
+            out = admin.action("Command", Command=f"core show channel {orig}")
+            lines = [x for x in out.getall("Output") if "MIXMONITOR_FILENAME=" in x]
+            filename = lines[0].split("MIXMONITOR_FILENAME=", 1)[1].strip() if lines else ""
+            done = {"orig": orig, "transferee": transferee, "file": filename}
+            if filename:
+                resp = admin.action("MixMonitor", Channel=transferee, File=filename,
+                                    Options="ai(LOCAL_MIXMON_ID)")
+                done["response"] = resp.get("Response", "")
+            self.actions.append(done)

@@ -587,7 +587,7 @@ class Lab:
             self._load_freepbx_astdb()
         if "freepbx-real" in (flavour, previous):
             # after the dialplan: queue members watch hints it defines
-            for module in ("app_queue.so", "app_voicemail.so"):
+            for module in ("app_queue.so", "app_voicemail.so", "features"):
                 self.admin().command(f"module reload {module}")
         self.check_dialplan()
 
