@@ -31,7 +31,11 @@ def service_wants(msg: AmiMessage) -> bool:
     if name == "UserEvent":
         return msg.get("UserEvent").startswith("MiiTel")
     if name == "Newexten":
-        return msg.get("Application").lower() in SERVICE_APPS
+        app = msg.get("Application").lower()
+        # ExecIf(<cond>?MixMonitor(...)) / ExecIf(<cond>?StopMixMonitor(id)): how our snippet
+        # stops a recording, the only trace of it before Asterisk 16.17/18.3/19
+        return app in SERVICE_APPS or (app == "execif"
+                                       and "mixmonitor(" in msg.get("AppData").lower())
     if name == "VarSet":
         var = msg.get("Variable")
         stripped = var[2:] if var.startswith("__") else var[1:] if var.startswith("_") else var
