@@ -25,7 +25,7 @@ from ..calls.parties import FREEPBX_EXTERNAL
 from ..calls.state import Channel, Recording, RecordingMode, Segment, Transfer
 from ..config import Config
 from .files import FileIndex, FoundFile, Message, describe_name, fit_start
-from .rows import CdrRow, split_clid
+from .rows import CdrRow, miitel_marks, split_clid
 
 LINK_SLACK = 5.0  # seconds: rows about one channel this close belong to one call
 _EXTERNAL_MARKS = ("from-trunk", "from-pstn")
@@ -208,6 +208,13 @@ class CallBuilder:
             a.hungup = max(a.hungup or row.end, row.end)
             if row.did:
                 a.did = row.did
+            for kind, value in miitel_marks(row.userfield):  # miitel-tag/-queue/-group
+                if kind == "Tag" and value not in (a.tags or ()):
+                    a.add_tag(value)
+                elif kind == "Queue":
+                    a.queue_label = a.queue_label or value
+                elif kind == "Group":
+                    a.group = a.group or value
             app = row.lastapp.lower()
             if app == "queue" and row.lastdata:
                 a.queue = a.queue or row.lastdata.split(",", 1)[0] or None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
@@ -100,3 +101,23 @@ def to_int(text: object) -> int:
         return int(float(str(text).strip() or 0))
     except ValueError:
         return 0
+
+
+# What our dialplan's miitel-tag / miitel-queue / miitel-group leave in the CDR's
+# userfield (dialplan/miitel-record.conf): "miitel-Tag:<base64>|miitel-Queue:<base64>|".
+_MARK = re.compile(r"miitel-(Tag|Queue|Group):([A-Za-z0-9+/=]{1,700})\|")
+
+
+def miitel_marks(userfield: str) -> list[tuple[str, str]]:
+    """The (kind, value) pairs in a CDR userfield, in order: kind Tag, Queue or
+    Group. Anything else in the field (another dialplan's use of it) is ignored,
+    and so is a mark that does not decode to text."""
+    out: list[tuple[str, str]] = []
+    for kind, data in _MARK.findall(userfield or ""):
+        try:
+            value = base64.b64decode(data, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if value:
+            out.append((kind, value))
+    return out
