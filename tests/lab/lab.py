@@ -720,7 +720,7 @@ class Lab:
         with ``uas``) listens on port 5060, where Asterisk sends calls; a UAC gets
         a port of its own so it can run beside a UAS on the same address.
         ``inf`` rows become ``[field0]``, ``[field1]``... for successive calls.
-        ``audio`` ("talk" or "silent") overrides what the scenario's party plays.
+        ``audio`` ("talk", "silent" or "tone-<Hz>") overrides what the scenario's party plays.
         """
         path = scenario_path(scenario)
         seq = self._next_sipp()

@@ -119,15 +119,26 @@ def scenario_path(scenario: str | Path) -> Path:
 
 AUDIO_PCAPS = {"talk": "pcap/long.pcap", "silent": "pcap/silence.pcap"}
 _PLAY = re.compile(r'play_pcap_audio="pcap/(?:long|silence)\.pcap"')
+_TONE = re.compile(r"tone-(\d{2,4})")
 
 
 def with_audio(scenario: Path, workdir: Path, audio: str) -> Path:
-    """A copy of ``scenario`` in ``workdir`` whose party talks ("talk") or sends RTP
-    silence ("silent") instead, so one scenario serves both kinds of party."""
-    if audio not in AUDIO_PCAPS:
-        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)}")
+    """A copy of ``scenario`` in ``workdir`` whose party talks ("talk"), sends RTP
+    silence ("silent") or a pure tone ("tone-440": see tones.py) instead, so one
+    scenario serves every kind of party."""
+    tone = _TONE.fullmatch(audio)
+    if tone:
+        pcap = f"pcap/{audio}.pcap"
+        if not (workdir / pcap).exists():
+            from .tones import tone_pcap
+            silence = (workdir / "pcap" / "silence.pcap").read_bytes()
+            (workdir / pcap).write_bytes(tone_pcap(silence, int(tone.group(1))))
+    elif audio in AUDIO_PCAPS:
+        pcap = AUDIO_PCAPS[audio]
+    else:
+        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)} or tone-<Hz>")
     text = scenario.read_text(encoding="utf-8")
-    changed, count = _PLAY.subn(f'play_pcap_audio="{AUDIO_PCAPS[audio]}"', text)
+    changed, count = _PLAY.subn(f'play_pcap_audio="{pcap}"', text)
     if not count:
         raise ValueError(f"{scenario.name} plays no pcap audio to replace")
     out = workdir / scenario.name
