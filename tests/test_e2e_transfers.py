@@ -7,7 +7,10 @@ every uploaded file is checked against the phones' SIP traces: its length
 (the side labelled for a party carries that party's voice, and a party that
 was not in a conversation is not heard in it). The scenarios make one party
 talk at a time, so who talks tells the conversations apart: when 1002 talks,
-the customer's conversation with 1003 must hold no speech at all.
+the customer's conversation with 1003 must hold no speech at all. The
+attended transfers go further: every party plays its own tone
+(tests/lab/tones.py), and each side of each piece must carry the tone of the
+party it holds and no other party's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tests.lab.ami import AmiMessage
 from tests.lab.audio import AudioInfo
 from tests.lab.lab import PHONES, TRUNK
 from tests.lab.scenarios import ASTERISK, CUSTOMER, EXTERNAL
+from tests.lab.tones import TONES, tone_seconds
 
 from .e2e import (
     E2E,
@@ -82,6 +86,18 @@ def speaks(info: AudioInfo, call_data: dict[str, Any], talker: str, min_active: 
     assert sides[other].active_seconds <= tones, (other, info.as_dict())
 
 
+def hears(call: dict[str, Any], left: tuple[str, float], right: tuple[str, float]) -> None:
+    """Each side carries its party's tone (TONES) for at least the seconds given,
+    and no other party's tone (0.3 s of slack: the 100 ms windows at a cut)."""
+    sides = tone_seconds(call["file"])
+    for side, (who, at_least), heard in zip(("left", "right"), (left, right), sides,
+                                            strict=True):
+        want = TONES[who]
+        assert heard[want] >= at_least, (side, who, sides)
+        others = {f: s for f, s in heard.items() if f != want and s > 0.3}
+        assert not others, (side, who, sides)
+
+
 def silent(info: AudioInfo) -> None:
     assert info.left.active_seconds <= SILENT and info.right.active_seconds <= SILENT, (
         info.as_dict())
@@ -106,8 +122,8 @@ def _attended(env: E2E, talker: str) -> tuple[dict[str, Any], dict[str, Any], di
 
 def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
     # 1002 answers the customer, consults 1003 (*2 1003), hangs up: 1003 has the
-    # customer. 1002 talks, everybody else is silent.
-    first, consult, second = _attended(env, "transferer")
+    # customer. Each party plays its own tone.
+    first, consult, second = _attended(env, "tones")
     caller = env.runner.results["caller"]
     transferer, target = env.runner.results["transferer"], env.runner.results["target"]
     cut = bye_at(transferer)  # 1002 hangs up: the transfer completes, 1003 joins
@@ -120,7 +136,8 @@ def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
                                     user("1002", "TO", "right")]
     check_times(data, start=invite_at(caller), answer=answer_at(transferer), end=cut)
     info = check_file(first)
-    check_sides(info, data, "TO", min_active=1.5)  # 1002, before the consultation
+    # the customer; 1002 before the consultation, and never 1003
+    hears(first, left=("customer", 8.5), right=("1002", 1.7))
     lasts(info, cut - customer_rec.started)  # the hold while 1002 consulted inside
 
     data = second["call_data"]
@@ -128,7 +145,8 @@ def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
     assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
     check_times(data, start=cut, answer=cut, end=bye_at(caller))
     info = check_file(second)
-    silent(info)  # the customer and 1003 were silent: none of 1002's words in it
+    # labelled 1002 (literal) but 1002 is not in it: the customer left, 1003 right
+    hears(second, left=("customer", 5.0), right=("1003", 4.8))
     lasts(info, bye_at(caller) - cut)
 
     data = consult["call_data"]
@@ -136,7 +154,7 @@ def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
     assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
     check_times(data, start=invite_at(target), answer=answer_at(target), end=cut)
     info = check_file(consult)
-    check_sides(info, data, "FROM", min_active=3.0)  # 1002 talking to 1003
+    hears(consult, left=("1002", 4.8), right=("1003", 4.8))  # the customer, on hold: absent
     rec = env.recording_for(consult)
     assert rec.channel.startswith("Local/1003@from-internal-") and rec.started
     lasts(info, cut - answer_at(target))  # option b: bridged from 1003's answer
@@ -150,10 +168,10 @@ def test_attended_transfer_to_a_user_literal(env: E2E) -> None:
 
 
 def test_attended_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
-    # The customer talks throughout: in "speakers" mode the customer's side is
+    # Every party plays its own tone: in "speakers" mode the customer's side is
     # labelled as the customer in both of its conversations.
     env = speakers_env
-    first, consult, second = _attended(env, "customer")
+    first, consult, second = _attended(env, "tones")
     caller = env.runner.results["caller"]
     transferer = env.runner.results["transferer"]
     cut = bye_at(transferer)
@@ -162,8 +180,8 @@ def test_attended_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
     assert data["event_type"] == "INCOMING_CALL"
     assert data["participants"] == [outside(NUMBER, "FROM", "left", NAME),
                                     user("1002", "TO", "right")]
-    info = check_file(first)
-    check_sides(info, data, "FROM", min_active=4.0)
+    check_file(first)
+    hears(first, left=("customer", 8.5), right=("1002", 1.7))
 
     data = second["call_data"]
     assert data["event_type"] == "INCOMING_CALL"  # the customer's own call with 1003
@@ -173,13 +191,14 @@ def test_attended_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
     assert data["circuit_number"] == "0312345683"
     check_times(data, start=cut, answer=cut, end=bye_at(caller))
     info = check_file(second)
-    check_sides(info, data, "FROM", min_active=4.0)  # the customer's voice, labelled so
+    hears(second, left=("customer", 5.0), right=("1003", 4.8))  # labelled so
     lasts(info, bye_at(caller) - cut)
 
     data = consult["call_data"]
     assert data["event_type"] == "EXTENSION_TRANSFER"  # 1002's own talk with 1003
     assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
-    silent(check_file(consult))  # the customer, on hold, is not in the consultation
+    check_file(consult)
+    hears(consult, left=("1002", 4.8), right=("1003", 4.8))  # the customer, on hold: absent
 
 
 def test_blind_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
@@ -261,7 +280,7 @@ def test_attended_transfer_with_freepbx_appending_mixmonitor(env: E2E) -> None:
     monitor = FreePbxTransferMonitor(env.lab)
     env.lab.admin().add_listener(monitor)
     try:
-        env.play("attended_transfer", talker="transferer")
+        env.play("attended_transfer", talker="tones")
     finally:
         monitor.active = False
     assert monitor.file and monitor.appended_at is not None
@@ -284,15 +303,18 @@ def test_attended_transfer_with_freepbx_appending_mixmonitor(env: E2E) -> None:
     assert data["event_type"] == "INCOMING_CALL"
     assert data["participants"] == [outside(NUMBER, "FROM", "right", NAME),
                                     user("1002", "TO", "left")]
-    info = check_file(user_own)
-    speaks(info, data, "TO", min_active=1.5)  # the customer's side: the *2 prompt
+    check_file(user_own)
+    # 1002's voice and the customer's (and the *2 prompt), never 1003: cut where
+    # 1002 left the customer to consult
+    hears(user_own, left=("1002", 2.5), right=("customer", 2.0))
 
     data = appended["call_data"]
     assert data["event_type"] == "EXTENSION_TRANSFER"
     assert data["participants"] == [user("1002", "FROM", "left"), user("1003", "TO", "right")]
     check_times(data, answer=cut, end=bye_at(caller))
     info = check_file(appended)
-    silent(info)  # the customer and 1003: none of 1002's words, which fill the file before
+    # the customer and 1003: none of 1002's voice, which fills the file before
+    hears(appended, left=("customer", 5.0), right=("1003", 4.8))
     lasts(info, bye_at(caller) - monitor.appended_at)
     # 1002's own recording: up to 1002 leaving the customer to consult (then
     # the consultation, sent from the Local half)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .lab import PHONES, SIP_HOST, SIP_PORT, TRUNK, Lab
 from .sipp import SippProcess, SippResult
+from .tones import TONES
 
 ASTERISK = f"{SIP_HOST}:{SIP_PORT}"
 CUSTOMER = ("Tanaka Hanako", "0312349999")  # the customer calling in
@@ -386,21 +387,28 @@ def s_blind_transfer(lab: Lab, cap: Runner) -> Truth:
 
 @scenario("attended_transfer")
 def s_attended_transfer(lab: Lab, cap: Runner, *, talker: str = "customer") -> Truth:
-    # talker: who plays speech, "customer" (as captured) or "transferer" (1002)
-    if talker not in ("customer", "transferer"):
-        raise ValueError("talker must be 'customer' or 'transferer'")
+    # talker: who plays speech, "customer" (as captured) or "transferer" (1002);
+    # "tones": every party plays its own tone (tones.TONES), nobody speech
+    if talker not in ("customer", "transferer", "tones"):
+        raise ValueError("talker must be 'customer', 'transferer' or 'tones'")
     customer_talks = talker == "customer"
-    cap.start("target", "uas_answer", ip=PHONES["1003"].ip)
+    tones = talker == "tones"
+    cap.start("target", "uas_answer", ip=PHONES["1003"].ip,
+              audio=f"tone-{TONES['1003']}" if tones else None)
     cap.start("transferer", "uas_atxfer_to", ip=PHONES["1002"].ip,
-              inf=[["1", "0", "0", "3"]], audio=None if customer_talks else "talk")
-    res = cap.run("caller", "uac_talk" if customer_talks else "uac_silent", ip=TRUNK.ip,
-                  service="0312345683", inf=[list(CUSTOMER)], duration_ms=16000)
+              inf=[["1", "0", "0", "3"]],
+              audio=f"tone-{TONES['1002']}" if tones else None if customer_talks else "talk")
+    res = cap.run("caller", "uac_talk" if customer_talks or tones else "uac_silent",
+                  ip=TRUNK.ip, service="0312345683", inf=[list(CUSTOMER)], duration_ms=16000,
+                  audio=f"tone-{TONES['customer']}" if tones else None)
     t = Truth("The customer calls DID 0312345683 -> 1002, which answers, and after 2 s "
               "dials *2 1003 as SIP INFO DTMF (features.conf atxfer): the customer is on "
               "hold while 1002 consults 1003 over Local/1003@from-internal; 1003 answers; "
               "after 6 s 1002 hangs up, which completes the transfer: the customer and "
-              f"1003 are bridged. The {talker} talks throughout; the customer hangs up at "
-              "16 s.",
+              "1003 are bridged. "
+              + ("Each party plays its own tone (tones.TONES)" if tones
+                 else f"The {talker} talks throughout")
+              + "; the customer hangs up at 16 s.",
               [customer("caller", "talks" if customer_talks else "silent",
                         "uac_talk" if customer_talks else "uac_silent"),
                phone("1002", "transferer", "silent" if customer_talks else "talks",
