@@ -270,9 +270,10 @@ def _split_comment(rest: str) -> tuple[str, str, str]:
 
 # -- what FreePBX keeps outside the dialplan ------------------------------------------------
 
-def astdb(variant: Variant) -> dict[str, str]:
+def astdb(variant: Variant, tech: str = "PJSIP") -> dict[str, str]:
     """The AstDB keys FreePBX's Core, Queues and Ring Groups modules write for these
-    extensions (a PJSIP device per user, device = extension), queues and groups."""
+    extensions (a PJSIP, or on a chan_sip Asterisk a SIP, device per user, device =
+    extension), queues and groups."""
     db: dict[str, str] = {}
     for p in variant.phones:
         ext = p.extension
@@ -293,8 +294,8 @@ def astdb(variant: Variant) -> dict[str, str]:
         }
         for key, value in user.items():
             db[f"AMPUSER/{ext}/{key}"] = value
-        device = {"default_user": ext, "dial": f"PJSIP/{ext}", "type": "fixed",
-                  "user": ext, "tech": "pjsip"}
+        device = {"default_user": ext, "dial": f"{tech}/{ext}", "type": "fixed",
+                  "user": ext, "tech": tech.lower()}
         for key, value in device.items():
             db[f"DEVICE/{ext}/{key}"] = value
         db[f"CW/{ext}"] = "ENABLED"
@@ -336,6 +337,25 @@ def pjsip_conf(variant: Variant, sip_port: int) -> str:
             "[trunk]", "type = aor", f"contact = sip:{TRUNK_IP}:5060", "",
             "[trunk-identify]", "type = identify", "endpoint = trunk",
             f"match = {TRUNK_IP}", ""]
+    return "\n".join(out)
+
+
+def sip_conf(variant: Variant, sip_port: int) -> str:
+    """The same devices for chan_sip (the Asterisk 16/18/20 the lab builds), as
+    FreePBX's sip module names them: peer = extension, context from-internal."""
+    out = ["; freepbx-real lab devices, chan_sip (written by tests/lab/freepbx_real.py)",
+           "[general]", "context = from-pstn", f"udpbindaddr = 127.0.0.1:{sip_port}",
+           "tcpenable = no", "transport = udp", "allowguest = no", "alwaysauthreject = yes",
+           "disallow = all", "allow = alaw,ulaw", "directmedia = no",
+           "nat = force_rport,comedia", "dtmfmode = info", "sendrpid = no", "trustrpid = no",
+           "session-timers = refuse", "qualify = no", "language = en", "rtptimeout = 0",
+           "allowsubscribe = no", "notifyhold = no", "allowtransfer = yes", ""]
+    for p in variant.phones:
+        out += [f"[{p.extension}]", "type = peer", f"host = {p.ip}", "port = 5060",
+                "insecure = port,invite", "context = from-internal",
+                f"defaultuser = {p.extension}", f'callerid = "{p.name}" <{p.extension}>', ""]
+    out += ["[trunk]", "type = peer", f"host = {TRUNK_IP}", "port = 5060",
+            "insecure = port,invite", f"context = {variant.trunk_context}", ""]
     return "\n".join(out)
 
 
@@ -429,10 +449,12 @@ def install(lab: object, name: str) -> Variant:
     etc = lab.etc_dir
     run = lab.run_dir
     assert run is not None
-    # the generated files, with the one mechanical step
-    (etc / EXTENSIONS).write_text(macro_to_gosub(variant.static.read_text(encoding="utf-8")))
+    # the generated files, with the one mechanical step on Asterisk 21+; the
+    # Asterisk the lab builds (16/18/20) has app_macro: unchanged there
+    step = (lambda text: text) if lab.built else macro_to_gosub
+    (etc / EXTENSIONS).write_text(step(variant.static.read_text(encoding="utf-8")))
     (etc / "extensions_additional.conf").write_text(
-        macro_to_gosub(variant.additional.read_text(encoding="utf-8")))
+        step(variant.additional.read_text(encoding="utf-8")))
     # what a FreePBX admin has next to them (dialplan/README.md): our two files,
     # copied to /etc/asterisk (here: links to the repo's read-only mount), and the
     # one #include line in extensions_custom.conf
@@ -452,6 +474,8 @@ def install(lab: object, name: str) -> Variant:
         path.write_text(text.replace("$ASTMIITEL_ETC", str(etc)))
         path.chmod(0o755)
     (etc / "pjsip.conf").write_text(pjsip_conf(variant, lab.sip_port))
+    if lab.built:
+        (etc / "sip.conf").write_text(sip_conf(variant, lab.sip_port))
     (etc / "features.conf").write_text(FEATURES)
     lab._render(CONF_DIR / "queues.conf", etc / "queues.conf")
     with open(etc / "queues.conf", "a", encoding="utf-8") as fh:

@@ -601,7 +601,7 @@ class Lab:
             self.freepbx_dialplan = variant.name
             if self._fastagi is None:
                 self._fastagi = FastAgi().start()
-            for key, value in freepbx_real.astdb(variant).items():
+            for key, value in freepbx_real.astdb(variant, self.tech).items():
                 family, _, k = key.partition("/")
                 resp = self.admin().action("DBPut", Family=family, Key=k, Val=value)
                 if resp.get("Response") != "Success":
