@@ -551,3 +551,21 @@ def test_freepbx_real_ast18_inbound_did_to_extension_with_app_macro(real18: E2E)
     check_times(data, start=invite_at(caller), answer=answer_at(caller), end=bye_at(caller))
     assert Path(env.recording_for(call).file).name.startswith("external-1180-0312349999-")
     check_legs(env, call, "FROM")
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("asterisk_lab", ["18"], indirect=True, ids=["ast18"])
+def test_freepbx_real_ast18_extension_to_extension_with_app_macro(real18: E2E) -> None:
+    env, v = real18, variant_of(real18)
+    env.runner.start("callee", "uas_answer", ip=ip(env, 1))
+    caller = env.runner.run("caller", "uac_talk", ip=ip(env, 0), service="1180",
+                            inf=[[v.phones[0].name, "1101"]], duration_ms=4000)
+    finish(env)
+    [call] = env.sent(1)
+    data = call["call_data"]
+    assert data["event_type"] == "EXTENSION"
+    assert data["participants"] == [fuser(v, "1101", "FROM", "left"),
+                                    fuser(v, "1180", "TO", "right")]
+    check_times(data, start=invite_at(caller), answer=answer_at(caller), end=bye_at(caller))
+    assert Path(env.recording_for(call).file).name.startswith("internal-1180-1101-")
+    check_legs(env, call, "FROM")
