@@ -71,3 +71,12 @@ def test_each_party_is_heard_on_its_own_side(tmp_path: Path) -> None:
     left, right = tone_seconds(stereo(tmp_path / "b.wav", quiet, mixed))
     assert set(left.values()) == {0.0}
     assert right[440] == right[1000] == 3.0 and right[700] == right[1300] == 0.0
+
+
+def test_each_party_has_its_own_rtp_stream() -> None:
+    # one SSRC and RTP origin shared by every party made Asterisk leave a blind
+    # transfer target's first seconds out of the recording
+    silence = template(0.1)
+    heads = {tone_pcap(silence, f)[24 + 16 + RTP_AT + 2:24 + 16 + RTP_AT + 12]
+             for f in TONES.values()}
+    assert len(heads) == len(TONES)

@@ -40,13 +40,20 @@ def tone_payload(freq: int) -> bytes:
 
 def tone_pcap(silence_pcap: bytes, freq: int) -> bytes:
     """`silence_pcap` (one RTP stream, see sipp.repeat_rtp_pcap) with every
-    payload replaced by the running tone: same packets, same timing."""
+    payload replaced by the running tone: same packets, same timing. Each tone
+    gets its own SSRC and sequence/timestamp origin, as phones have: with the
+    same stream in every party, Asterisk dropped a transfer target's first
+    seconds (as many as the call had run) from the recording."""
     second = tone_payload(freq)
     out = bytearray(silence_pcap[:24])
     off, sample = 24, 0
+    shift = freq * 7919  # any per-tone offset
     while off + 16 <= len(silence_pcap):
         incl = struct.unpack("<I", silence_pcap[off + 8:off + 12])[0]
         body = bytearray(silence_pcap[off + 16:off + 16 + incl])
+        seq, ts = struct.unpack(">HI", body[_RTP_AT + 2:_RTP_AT + 8])
+        struct.pack_into(">HII", body, _RTP_AT + 2, (seq + shift) & 0xFFFF,
+                         (ts + shift * 160) & 0xFFFFFFFF, 0x4C410000 + freq)
         start = _RTP_AT + 12 + 4 * (body[_RTP_AT] & 0x0F)
         size = len(body) - start
         body[start:] = bytes(second[(sample + i) % RATE] for i in range(size))
