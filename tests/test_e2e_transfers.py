@@ -204,9 +204,9 @@ def test_attended_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
 
 def test_blind_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
     # 1001 answers, REFERs the customer to 1002; our dialplan stops the first
-    # recording and starts one for the new conversation. The customer talks.
+    # recording and starts one for the new conversation. Each party plays its tone.
     env = speakers_env
-    env.play("blind_transfer")
+    env.play("blind_transfer", tones=True)
     caller = env.runner.results["caller"]
     transferer, target = env.runner.results["transferer"], env.runner.results["target"]
     first, second = env.sent(2)
@@ -218,8 +218,10 @@ def test_blind_transfer_to_a_user_speakers(speakers_env: E2E) -> None:
     assert data["tags"] == [{"value": "transferred by 1001"}]
     assert data["circuit_number"] == "0312345678"
     check_times(data, answer=answer_at(target), end=bye_at(caller))
-    info = check_file(second)
-    check_sides(info, data, "FROM", min_active=6.0)  # the customer's voice, labelled so
+    check_file(second)
+    # before the REFER: the customer and 1001; after it: the customer and 1002 only
+    hears(first, left=("customer", 2.0), right=("1001", 2.0))
+    hears(second, left=("customer", 6.0), right=("1002", 6.0))  # labelled so
     assert env.bridged(env.recording_for(second)) > 0 and transferer.ok
 
 

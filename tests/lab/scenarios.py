@@ -364,11 +364,13 @@ def s_ringgroup(lab: Lab, cap: Runner, *, duration_ms: int = 6000) -> Truth:
 
 
 @scenario("blind_transfer")
-def s_blind_transfer(lab: Lab, cap: Runner) -> Truth:
-    cap.start("target", "uas_answer", ip=PHONES["1002"].ip)
-    cap.start("transferer", "uas_refer_bye", ip=PHONES["1001"].ip, inf=[["1002", ASTERISK]])
+def s_blind_transfer(lab: Lab, cap: Runner, *, tones: bool = False) -> Truth:
+    # tones: every party plays its own tone (tones.TONES) instead of speech/silence
+    cap.start("target", "uas_answer", ip=PHONES["1002"].ip, audio=_tone("1002", tones))
+    cap.start("transferer", "uas_refer_bye", ip=PHONES["1001"].ip, inf=[["1002", ASTERISK]],
+              audio=_tone("1001", tones))
     res = cap.run("caller", "uac_talk", ip=TRUNK.ip, service="0312345678",
-                  inf=[list(CUSTOMER)], duration_ms=12000)
+                  inf=[list(CUSTOMER)], duration_ms=12000, audio=_tone("customer", tones))
     t = Truth("The customer calls DID 0312345678 -> 1001, which answers, waits 3 s and "
               "blind-transfers with SIP REFER to 1002 (Refer-To sip:1002@127.0.0.1:15060). "
               "The customer's channel runs from-internal,1002 (the transferer's context): "
@@ -383,6 +385,11 @@ def s_blind_transfer(lab: Lab, cap: Runner) -> Truth:
                         "second": "EXTENSION_TRANSFER customer<->1002 (left customer)"})
     _times(t, res)
     return t
+
+
+def _tone(party: str, tones: bool) -> str | None:
+    """The sipp audio for `party` when every party plays its own tone, else the scenario's."""
+    return f"tone-{TONES[party]}" if tones else None
 
 
 @scenario("attended_transfer")
