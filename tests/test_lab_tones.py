@@ -63,8 +63,8 @@ def test_each_party_is_heard_on_its_own_side(tmp_path: Path) -> None:
     assert len(customer) == len(payload(silence)) == 3 * 8000  # same packets, same timing
     quiet = [0] * len(customer)
     left, right = tone_seconds(stereo(tmp_path / "a.wav", customer, target))
-    assert left == {440: 3.0, 700: 0.0, 1000: 0.0, 1300: 0.0}
-    assert right == {440: 0.0, 700: 0.0, 1000: 0.0, 1300: 3.0}
+    assert left == {440: 3.0, 700: 0.0, 1000: 0.0, 1300: 0.0, 1150: 0.0}
+    assert right == {440: 0.0, 700: 0.0, 1000: 0.0, 1300: 3.0, 1150: 0.0}
     # nobody on a side: no tone; two parties mixed on one side: both heard
     mixed = [a + b for a, b in zip(customer, payload(tone_pcap(silence, TONES["1002"])),
                                    strict=True)]

@@ -447,12 +447,12 @@ def s_auto_forward(lab: Lab, cap: Runner, *, duration_ms: int = 5000) -> Truth:
 
 
 @scenario("outgoing_transfer")
-def s_outgoing_transfer(lab: Lab, cap: Runner) -> Truth:
-    cap.start("external", "uas_answer", ip=TRUNK.ip)
+def s_outgoing_transfer(lab: Lab, cap: Runner, *, tones: bool = False) -> Truth:
+    cap.start("external", "uas_answer", ip=TRUNK.ip, audio=_tone("outside", tones))
     cap.start("transferer", "uas_refer_bye", ip=PHONES["1001"].ip,
-              inf=[[f"0{EXTERNAL}", ASTERISK]])
+              inf=[[f"0{EXTERNAL}", ASTERISK]], audio=_tone("1001", tones))
     res = cap.run("caller", "uac_talk", ip=TRUNK.ip, service="0312345678",
-                  inf=[list(CUSTOMER)], duration_ms=12000)
+                  inf=[list(CUSTOMER)], duration_ms=12000, audio=_tone("customer", tones))
     t = Truth(f"The customer calls DID 0312345678 -> 1001, which answers and after 3 s "
               f"blind-transfers (REFER) to 0{EXTERNAL}: the customer's channel runs "
               f"from-internal,0{EXTERNAL}, a second recording starts, the outside number "

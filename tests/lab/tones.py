@@ -15,7 +15,7 @@ from pathlib import Path
 from .audio import RATE, _samples
 
 # who plays which frequency (Hz); all whole Hz, so one second holds whole cycles
-TONES = {"customer": 440, "1001": 700, "1002": 1000, "1003": 1300}
+TONES = {"customer": 440, "1001": 700, "1002": 1000, "1003": 1300, "outside": 1150}
 AMPLITUDE = 8000  # of 32767: about -12 dBFS, clear of clipping after G.711
 _RTP_AT = 14 + 20 + 8  # Ethernet + IPv4 (no options) + UDP
 
