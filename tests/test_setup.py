@@ -200,7 +200,8 @@ def test_setup_freepbx_uses_the_custom_files_and_leaves_generated_ones(tree: Pat
     assert (etc / "extensions_miitel.conf").read_text() == (
         REPO / "dialplan" / "freepbx" / "extensions_miitel.conf").read_text()
     assert (etc / "miitel-record.conf").exists()  # extensions_miitel.conf includes it
-    assert "miitel-from-pstn" in out and "fwconsole reload" in out
+    assert "no trunk or extension needs another context" in out and "fwconsole reload" in out
+    assert "miitel-from-pstn" not in out  # the predial hooks cover every extension
     assert "does not #include manager_custom.conf" not in out
     assert "extensions.conf does not #include extensions_custom.conf" in out  # ours: plain
     unit = (tree / "etc" / "systemd" / "system" / "asterisk-miitel.service").read_text()

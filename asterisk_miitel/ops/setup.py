@@ -428,9 +428,9 @@ def todo(opts: Options, manager_file: str) -> list[str]:
                      "whose calls MiiTel should get (dialplan/README.md shows where)")
         steps.append('asterisk -rx "dialplan reload" && asterisk -rx "manager reload"')
     else:
-        steps.append("in FreePBX: trunks' context miitel-from-pstn, extensions' context "
-                     "miitel-from-internal, recording on in the routes (docs/FREEPBX.md); "
-                     "Apply Config")
+        steps.append("in FreePBX: record the calls MiiTel should get (Call Recording of the "
+                     "routes, extensions, queues: Force or Yes; docs/FREEPBX.md); no trunk or "
+                     "extension needs another context; Apply Config")
         steps.append('fwconsole reload (or asterisk -rx "dialplan reload" && '
                      'asterisk -rx "manager reload")')
     steps.append(f"asterisk-miitel check --config {conf}/config.toml --env-file {conf}/env")
