@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from asterisk_miitel.config import Config
+from asterisk_miitel.miitel.standin import StandIn
 
 from .support import lab_config
 
@@ -19,6 +20,13 @@ pytest_plugins = ["tests.lab.fixtures"]
 @pytest.fixture
 def config() -> Config:
     return lab_config()
+
+
+@pytest.fixture
+async def standin(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A MiiTel stand-in over real HTTP on a free port (modules may define their own)."""
+    async with StandIn(tmp_path / "miitel", port=0) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,6 @@ def demo_events() -> list[bytes]:
 
 
 @pytest.fixture
-async def standin(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with StandIn(tmp_path / "miitel", port=0) as s:
-        yield s
-
-
-@pytest.fixture
 def recording(tmp_path: Path) -> Path:
     (tmp_path / "monitor").mkdir(exist_ok=True)
     return Path(shutil.copy(DEMO_DIR / RECORDING, tmp_path / "monitor" / RECORDING))

@@ -65,12 +65,6 @@ def write_text(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def standin(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with StandIn(tmp_path / "miitel", port=0) as s:
-        yield s
-
-
 async def _run(tmp_path: Path, standin: StandIn, events: list[bytes], calls: int = 1,
                **over: object) -> list:  # type: ignore[type-arg]
     async with FakeAmi(events) as ami:
