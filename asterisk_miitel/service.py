@@ -5,6 +5,11 @@
 
 The tracker is fed synchronously in arrival order; everything slow (SQLite,
 files, HTTP) happens in tasks after it, so a busy PBX never waits for us.
+
+On each AMI connect, Resync (resync.py) asks Asterisk what happened while we
+were not listening and resumes the calls journaled before a restart
+(calls/journal.py writes them, calls/restore.py reads them back); catch-up
+(catchup/) then sends the calls that began and ended meanwhile, from the CDR.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -22,7 +26,8 @@ from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
 from .calls.classify import Context, Outcome, classify_segments
-from .calls.journal import Journal, estimate_answer, recording_seconds
+from .calls.journal import Journal
+from .calls.restore import estimate_answer
 from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
 from .catchup import CatchUpTask
@@ -33,7 +38,8 @@ from .ops.policy import decide
 from .outbox.lock import OutboxLock
 from .outbox.sender import Sender, map_path
 from .outbox.store import NewCall, Outbox, OutboxFull
-from .recordings import AllowedDirs, RecordingWatcher
+from .recordings import AllowedDirs, RecordingWatcher, recording_seconds
+from .resync import Resync
 from .supervisor import Supervisor, about_call
 
 log = logging.getLogger("asterisk_miitel.service")
@@ -42,7 +48,6 @@ calls_log = logging.getLogger("asterisk_miitel.calls")
 SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart", "shutdown": "restart"}
 JOURNAL_EVERY = 0.1  # seconds between journal writes (changes are coalesced)
 HEARTBEAT_EVERY = 5.0  # seconds between "still alive" marks in the outbox
-RESYNC_EVERY = 300.0  # seconds between CoreShowChannels checks for missed hangups
 HELD_RETRY = 1.0  # seconds between tries to queue calls held while the outbox was full
 
 
@@ -101,21 +106,25 @@ class Service:
         self._pbx_id_known = asyncio.Event()
         self._closed: asyncio.Queue[Recording] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._gap_started: float | None = None
         # Calls the outbox could not take yet (disk full), with their journal key.
         # Only the intake task touches it (see _intake).
         self._held: list[tuple[NewCall, str | None]] = []
         self.accepting = True
         self.journal = Journal()
         self._journal_wake = asyncio.Event()
-        # Journal entries from before a restart, resumed or finished once AMI is up.
-        self._orphans: list[tuple[str, dict[str, Any], float]] = []
+        # On each AMI connect: what Asterisk did while we were not listening,
+        # and the calls journaled before a restart.
+        self.resync = Resync(
+            self.tracker, self.outbox, self.journal, now=self._now,
+            opened=self._on_opened, closed=self._on_closed,
+            journal_changed=self._journal_wake.set, audio_seconds=self._audio_seconds,
+            pbx_id_learned=self._pbx_id_learned, ami_host=config.ami.host,
+        )
         # Calls that began and ended while we were not listening: from the CDR.
         self.catchup = CatchUpTask(
             config, self.outbox, pbx_id=self._catchup_pbx_id, is_live=self._catchup_is_live,
             spawn=self.supervisor.start,
         )
-        self._last_alive: float | None = None
         self._status_task: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -134,7 +143,7 @@ class Service:
             self.pbx_id = await self.outbox.get_meta("pbx_id")
         if self.pbx_id is not None:
             self._pbx_id_known.set()
-        await self._load_journal()
+        await self.resync.load_journal()
         await self.watcher.start()
         url = self.config.miitel.webhook_url
         if url is not None:
@@ -259,15 +268,17 @@ class Service:
         if rec.resumed and rec.left and not rec.right and rec.ended is not None:
             # Resumed after a restart with no partner seen: it may have been
             # answered in the moments our journal missed. The audio tells.
-            estimate_answer(rec, rec.ended, recording_seconds(
-                map_path(rec.file, self.config), rec.mode, self.config.recordings.sample_rate,
-                self.watcher.allowed))
+            estimate_answer(rec, rec.ended, self._audio_seconds(rec))
         self.journal.closed(rec)
         self._journal_wake.set()
         self._closed.put_nowait(rec)
 
     def _on_gone(self, channel: Channel) -> None:
         self.journal.gone(channel)
+
+    def _audio_seconds(self, rec: Recording) -> float | None:
+        return recording_seconds(map_path(rec.file, self.config), rec.mode,
+                                 self.config.recordings.sample_rate, self.watcher.allowed)
 
     async def _journal_writer(self) -> None:
         while True:
@@ -296,7 +307,7 @@ class Service:
                     await self.outbox.set_meta("alive_at", repr(self.clock()))
                     await self._write_status()
                     connected = bool(self.listener is not None and self.listener.stats.connected
-                                     and self._gap_started is None)
+                                     and not self.resync.in_gap)
                     await self.catchup.heartbeat(self._now(), connected)
                     beat = time.monotonic()
             await asyncio.sleep(HEARTBEAT_EVERY)
@@ -320,33 +331,6 @@ class Service:
                    "host": f"{self.config.ami.host}:{self.config.ami.port}"}
         await self.outbox.set_meta(META_SERVICE, service_heartbeat(
             os.getpid(), self.clock(), ami, self.client is not None, stopped=stopped))
-
-    async def _load_journal(self) -> None:
-        alive = await self.outbox.get_meta("alive_at")
-        self._last_alive = float(alive) if alive else None
-        self._orphans = await self.outbox.journaled()
-        if self._orphans:
-            log.info("%d call(s) were in progress when the service stopped: resuming them "
-                     "once Asterisk says which are still up", len(self._orphans))
-
-    def _resume_orphans(self, live_ids: set[str], pbx_restarted: bool) -> None:
-        if not self._orphans:
-            return
-        rate = self.config.recordings.sample_rate
-        adopted, finished, bad = self.journal.restore(
-            self._orphans, self.tracker, live_ids,
-            pbx_restarted=pbx_restarted, last_alive=self._last_alive, now=self._now(),
-            audio_seconds=lambda rec: recording_seconds(
-                map_path(rec.file, self.config), rec.mode, rate, self.watcher.allowed),
-        )
-        self._orphans = []
-        for rec in adopted:
-            self._on_opened(rec)
-        for rec in finished:
-            self._on_closed(rec)
-        for key in bad:
-            log.error("journal entry %s cannot be read: left for catch-up", key)
-        self._journal_wake.set()
 
     async def _intake(self) -> None:
         """The one writer of new calls into the outbox.
@@ -455,69 +439,17 @@ class Service:
     # -- AMI session hooks ------------------------------------------------------------
 
     async def _on_connected(self, session: AmiSession) -> None:
-        gap = self._gap_started
-        self._gap_started = None
         self._status_soon()
         try:
-            if self.pbx_id is None:
-                await self._learn_pbx_id(session)
-            restarted = await self._pbx_restarted(session)
-            at = gap if gap is not None else self._now()
-            if restarted and self.tracker.recordings:
-                for rec in self.tracker.close_all("pbx_restart", at):
-                    rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
-                self.tracker.forget_all()
-            # Events after the channel list are held back until the tracker has
-            # caught up with it, so a call cannot move on in between.
-            live = await self._live_channels(session, hold=True)
-            try:
-                closed = self.tracker.reconcile(live, at)
-                if closed:
-                    log.warning(
-                        "%d recording(s) ended while AMI was disconnected; finished from what "
-                        "was known", len(closed),
-                    )
-                self._resume_orphans({ev.get("Uniqueid", "") for ev in live}, restarted)
-                await self._discover_recordings(session, live)
-            finally:
-                session.release()
+            await self.resync.connected(session, learn_pbx_id=self.pbx_id is None)
             await self.catchup.connected(self._now())
-            while True:  # a missed Hangup must not keep a call open for ever
-                await asyncio.sleep(RESYNC_EVERY)
-                # Held: a channel born after the list must not look hung up.
-                live = await self._live_channels(session, hold=True)
-                try:
-                    self.tracker.reconcile(live, self._now())
-                finally:
-                    session.release()
+            await self.resync.keep_in_step(session)  # until the session ends
         except (TimeoutError, ConnectionError) as exc:
             log.warning("AMI resync after connect failed: %s", exc)
 
-    async def _discover_recordings(self, session: AmiSession, live: list[dict[str, str]]) -> None:
-        """Recordings that started while we were away: ask each live channel."""
-        for ev in live:
-            uid = ev.get("Uniqueid", "")
-            ch = self.tracker.channels.get(uid)
-            if ch is None or ch.recordings:
-                continue
-            reply = await session.action(
-                {"Action": "Getvar", "Channel": ev.get("Channel", ""),
-                 "Variable": "MIXMONITOR_FILENAME"}
-            )
-            file = reply.get("Value", "") if hasattr(reply, "get") else ""
-            if not file or file == "(null)" or await self.outbox.has_file(file):
-                continue
-            rec = self.tracker.discovered(uid, file, self._now())
-            if rec is not None:
-                log.info("found recording %s running on %s: tracking it", file, ch.name)
-
-    async def _live_channels(
-        self, session: AmiSession, hold: bool = False
-    ) -> list[dict[str, str]]:
-        reply = await session.action({"Action": "CoreShowChannels"}, as_list=True, hold=hold)
-        if not isinstance(reply, list):
-            raise ConnectionError(f"CoreShowChannels refused: {reply.get('Message', reply)}")
-        return [dict(m) for m in reply if m.get("Event") == "CoreShowChannel"]
+    def _pbx_id_learned(self, pbx_id: str) -> None:
+        self.pbx_id = pbx_id
+        self._pbx_id_known.set()
 
     async def _catchup_pbx_id(self) -> str:
         await self._pbx_id_known.wait()
@@ -526,41 +458,16 @@ class Service:
 
     def _catchup_is_live(self, file: str) -> bool:
         """Live tracking follows this recording (or will resume it): not catch-up's."""
-        return file in self.tracker.recordings or any(k == file for k, _d, _t in self._orphans)
+        return file in self.tracker.recordings or self.resync.will_resume(file)
 
     def _on_disconnected(self) -> None:
         self._status_soon()
         self.catchup.disconnected()
-        if self._gap_started is None:
-            self._gap_started = self._now()
+        self.resync.disconnected()
 
     def _now(self) -> float:
         """Now, on Asterisk's clock (event times), so times of one call never mix clocks."""
         return self.tracker.asterisk_time(self.clock())
-
-    async def _learn_pbx_id(self, session: AmiSession) -> None:
-        name = ""
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            reply = await session.action({"Action": "CoreSettings"})
-            name = reply.get("SystemName", "") if hasattr(reply, "get") else ""
-        pbx_id = _clean_id(name) or _clean_id(f"asterisk-{self.config.ami.host}")
-        self.pbx_id = pbx_id
-        await self.outbox.set_meta("pbx_id", pbx_id)
-        self._pbx_id_known.set()
-        log.info("PBX id for call_data_id: %s", pbx_id)
-
-    async def _pbx_restarted(self, session: AmiSession) -> bool:
-        try:
-            reply = await session.action({"Action": "CoreStatus"})
-        except (TimeoutError, ConnectionError):
-            return False
-        if not hasattr(reply, "get") or reply.get("Response") != "Success":
-            return False
-        started = f"{reply.get('CoreStartupDate', '')} {reply.get('CoreStartupTime', '')}".strip()
-        previous = await self.outbox.get_meta("pbx_started")
-        if started and started != previous:
-            await self.outbox.set_meta("pbx_started", started)
-        return bool(previous and started and started != previous)
 
 
 def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
@@ -595,9 +502,3 @@ def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
         ended_at=outcome.ended_at,
         notes=list(outcome.notes),
     )
-
-
-def _clean_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._:-]", "-", text.strip())[:64].strip("-")
-
-

@@ -19,6 +19,7 @@ from asterisk_miitel.ami.listener import ProblemLog
 from asterisk_miitel.ami.parser import AmiParser
 from asterisk_miitel.ami.synth import call_events, renumber
 from asterisk_miitel.calls.journal import Journal
+from asterisk_miitel.calls.restore import restore
 from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
 from asterisk_miitel.miitel.standin import StandIn
@@ -133,8 +134,8 @@ def test_journaled_call_whose_hangup_beat_the_channel_list_closes_at_that_hangup
     for h in hangups:
         tracker.feed(h, stamp(h))
     tracker.reconcile(live, stamp(hangups[0]))
-    adopted, finished, bad = journal.restore(
-        entries, tracker, {e["Uniqueid"] for e in live}, pbx_restarted=False,
+    adopted, finished, bad = restore(
+        entries, tracker, journal, {e["Uniqueid"] for e in live}, pbx_restarted=False,
         last_alive=stamp(before[-1]), now=stamp(hangups[-1]) + 1)
     assert not bad and not finished
     assert [r.file for r in closed] == [file] == [r.file for r in adopted]

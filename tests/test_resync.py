@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from asterisk_miitel import service as service_module
+from asterisk_miitel import resync as resync_module
 from asterisk_miitel.ami.fake_server import FakeAmi
 from asterisk_miitel.miitel.standin import StandIn
 
@@ -14,7 +14,7 @@ from .test_kill import burst
 
 
 async def test_resync_during_a_burst_closes_nothing_early(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(service_module, "RESYNC_EVERY", 0.05)  # resync all the time
+    monkeypatch.setattr(resync_module, "RESYNC_EVERY", 0.05)  # resync all the time
     events, files = burst(8)
     place_recordings(tmp_path, files)
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events, pace=0.002) as ami:

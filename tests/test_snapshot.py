@@ -10,7 +10,8 @@ import pytest
 from asterisk_miitel.ami.fake_server import FakeAmi, transcript_events
 from asterisk_miitel.ami.parser import AmiParser
 from asterisk_miitel.calls.classify import Context, classify
-from asterisk_miitel.calls.journal import Journal, estimate_answer
+from asterisk_miitel.calls.journal import Journal
+from asterisk_miitel.calls.restore import estimate_answer, restore
 from asterisk_miitel.calls.snapshot import dump_recording, load_recording
 from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
@@ -98,8 +99,8 @@ def run_with_restart(events: list[bytes], cut: int | None, ctx: Context) -> dict
     journal = Journal()
     second = CallTracker(closed, on_changed=journal.changed, on_gone=journal.gone)
     second.reconcile(live, 0.0)
-    _adopted, finished, bad = journal.restore(
-        [(k, v, 0.0) for k, v in stored.items()], second, {m["Uniqueid"] for m in live},
+    _adopted, finished, bad = restore(
+        [(k, v, 0.0) for k, v in stored.items()], second, journal, {m["Uniqueid"] for m in live},
         pbx_restarted=False, last_alive=None, now=0.0)
     assert not finished and not bad  # nothing ended while down: all resumed
     for ev in parse(events[cut:]):
@@ -150,8 +151,8 @@ def run_burst_with_kill(events: list[bytes], cut: int, lag: int, ctx: Context) -
     journal = Journal()
     second = CallTracker(closed, on_changed=journal.changed, on_gone=journal.gone)
     second.reconcile(live, float(cut))
-    _adopted, finished, _bad = journal.restore(
-        [(k, v, float(cut)) for k, v in stored.items()], second, {m["Uniqueid"] for m in live},
+    _adopted, finished, _bad = restore(
+        [(k, v, float(cut)) for k, v in stored.items()], second, journal, {m["Uniqueid"] for m in live},
         pbx_restarted=False, last_alive=None, now=float(cut), audio_seconds=lambda r: 5.0)
     for rec in finished:
         closed(rec)

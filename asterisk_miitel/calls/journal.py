@@ -8,23 +8,19 @@ a restart each call resumes where it was:
 - its channel is still up: the recording is adopted and tracked on;
 - its channel is gone: the recording is finished from what was known.
 
-This module decides what to write and how to resume; the service does the
-I/O (Outbox.journal, Outbox.journaled). Snapshots are coalesced: one write
-per recording per flush, however many events changed it.
+This module decides what to write (snapshot.py says how); restore.py
+decides how to resume; the service does the I/O (Outbox.journal,
+Outbox.journaled). Snapshots are coalesced: one write per recording per
+flush, however many events changed it.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
-from .snapshot import dump_recording, load_recording
-from .state import Channel, Recording, Segment
-from .tracker import CallTracker
-
-if TYPE_CHECKING:
-    from ..recordings.allowed import AllowedDirs
+from .snapshot import dump_recording
+from .state import Channel, Recording
 
 HISTORY = "history:"  # key prefix: a channel's past, kept between two recordings
 
@@ -64,104 +60,9 @@ class Journal:
         for rec in recordings:
             self.changed(rec)
 
-    # -- after a restart -----------------------------------------------------------------
+    # -- after a restart (restore.py) ----------------------------------------------------
 
-    def restore(
-        self,
-        entries: Iterable[tuple[str, dict[str, Any], float]],
-        tracker: CallTracker,
-        live_ids: set[str],
-        *,
-        pbx_restarted: bool,
-        last_alive: float | None,
-        now: float,
-        audio_seconds: Callable[[Recording], float | None] = lambda rec: None,
-    ) -> tuple[list[Recording], list[Recording], list[str]]:
-        """Resume journaled recordings.
-
-        Returns (adopted, finished, unreadable keys). `finished` recordings are
-        closed (ended set) and must be queued like any closed recording.
-        """
-        adopted: list[Recording] = []
-        finished: list[Recording] = []
-        bad: list[str] = []
-        for key, data, updated_at in entries:
-            try:
-                rec = load_recording(data)
-            except (KeyError, ValueError, TypeError):
-                bad.append(key)
-                continue
-            up = rec.channel.uniqueid in live_ids and not pbx_restarted
-            if key.startswith(HISTORY):
-                if up:
-                    tracker.merge_history(rec)
-                    self._histories.add(rec.channel.uniqueid)
-                else:
-                    self.pending[key] = None
-                continue
-            if up:
-                rec.notes.append("the service restarted during this call")
-                rec.resumed = True
-                adopted.append(tracker.adopt(rec, now))
-                continue
-            end = max(updated_at, last_alive or updated_at)
-            _finish(rec, end, pbx_restarted)
-            if rec.left and not rec.right:
-                estimate_answer(rec, end, audio_seconds(rec))
-            finished.append(rec)
-        return adopted, finished, bad
-
-
-def _finish(rec: Recording, end: float, pbx_restarted: bool) -> None:
-    for seg in (*rec.left, *rec.right):
-        if seg.since is not None:
-            seg.talk += max(0.0, end - seg.since)
-            seg.since = None
-            seg.last = end
-    rec.ended = end
-    if pbx_restarted:
-        rec.end_reason = "pbx_restart"
-        rec.notes.append("truncated by PBX restart: Asterisk restarted during the call")
-    else:
-        rec.end_reason = "gap"
-        rec.notes.append(
-            "finished after a service restart: the call ended while the service was down; "
-            "its end time is the last moment the service was running"
-        )
-
-
-def estimate_answer(rec: Recording, end: float, seconds: float | None) -> None:
-    """Nobody was bridged as far as the journal knew. If the recording holds
-    audio, someone answered while we were away: the one phone that was rung,
-    at the end minus the audio's length (MixMonitor's b option records only
-    bridged audio). Several phones rang: unknown, a person decides."""
-    if seconds is None or seconds < 0.5:
-        return  # no audio: it really was not answered
-    targets = [t for t in (rec.channel.dial_targets or ()) if not t.is_local]
-    if len(targets) != 1:
-        rec.incomplete = True
-        return
-    start = max(rec.started, end - seconds)
-    rec.right.append(Segment(party=targets[0], first=start, last=end, talk=end - start))
-    rec.notes.append(
-        "answered while the service was down: the answer time is estimated from the "
-        "recording's length"
-    )
-
-
-def recording_seconds(path: str, mode: str, rate: int,
-                      allowed: AllowedDirs | None = None) -> float | None:
-    """How much audio a finished recording holds, from its size or header.
-    With `allowed`, a name outside the path rule is never looked at (None)."""
-    from ..recordings import RecordingError, probe
-
-    if allowed is not None and not allowed.permits(path):
-        return None
-    try:
-        size = os.stat(path).st_size
-        if path.lower().endswith((".raw", ".sln", ".slin")):
-            channels = 2 if mode == "interleaved" else 1
-            return size / (2 * channels * rate)
-        return probe(path, allowed.open_file if allowed is not None else None).duration
-    except (OSError, RecordingError):
-        return None
+    def history_kept(self, uniqueid: str) -> None:
+        """A journaled history entry was merged into a live channel: delete it
+        when that channel hangs up."""
+        self._histories.add(uniqueid)

@@ -190,18 +190,10 @@ class CallTracker:
                 self._bridge_enter({**ev, "BridgeUniqueid": bridge}, gap_started)
         return closed
 
-    def adopt(self, rec: Recording, at: float) -> Recording:
-        """Take over a journaled recording whose channel is still up (after a restart).
-
-        Channels that are still up keep their live state and gain what the
-        journal knew of their past (who dialled whom, transfers, tags); the
-        recording's history (parties so far) comes from the journal.
-        """
-        mapping = self.merge_history(rec)
-        for seg in (*rec.left, *rec.right):
-            seg.party = mapping.get(seg.party.uniqueid, seg.party)
-        rec.seen = [mapping.get(c.uniqueid, c) for c in rec.seen]
-        rec.channel = ch = mapping[rec.channel.uniqueid]
+    def follow(self, rec: Recording, at: float) -> Recording:
+        """Track on a recording from the journal (calls/restore.py), its channels
+        already the live ones where they are up. Its Hangup may have come already."""
+        ch = rec.channel
         hung_up = self._dead.get(ch.uniqueid)
         if hung_up is not None:  # listed as up, but its Hangup came meanwhile
             self.recordings[rec.file] = rec
@@ -216,34 +208,6 @@ class CallTracker:
         self.stats.recordings_opened += 1
         self._refresh(self._component(ch), at)
         return rec
-
-    def merge_history(self, rec: Recording) -> dict[str, Channel]:
-        """Give live channels what a journaled recording knew of their past.
-
-        Returns uniqueid -> the channel object to use from now on (the live
-        one where the channel is still up, else the journal's).
-        """
-        known = _reachable(rec)
-        mapping: dict[str, Channel] = {}
-        for uid, old in known.items():
-            live = self.channels.get(uid)
-            if live is None:
-                mapping[uid] = old
-                continue
-            for name in _HISTORY:
-                # Where the call started (context, exten) is history: a live
-                # snapshot shows where the channel is now (after a transfer,
-                # the transferer's context), so the journal wins there.
-                if getattr(old, name) and (
-                    name in _JOURNAL_WINS or getattr(live, name) in (None, "", False)
-                ):
-                    setattr(live, name, getattr(old, name))
-            live.created = min(live.created, old.created)
-            live.partial = False
-            mapping[uid] = live
-        for ch in {id(c): c for c in mapping.values()}.values():
-            _remap(ch, mapping)
-        return mapping
 
     def discovered(self, uniqueid: str, file: str, at: float) -> Recording | None:
         """A recording found running on a live channel (MIXMONITOR_FILENAME read
@@ -987,31 +951,6 @@ DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
 COLLECT_EVERY = 1000
 MAX_SPANS = 64  # stretches kept per party and side (a party flapping in and out)
 MAX_RECORDED = 16  # recordings remembered per channel (Channel.recorded)
-# What a journal knows of a channel's past that a live snapshot cannot tell.
-_HISTORY = ("context", "exten", "origin_num", "dialled_by", "dial_string", "dial_targets",
-            "originated", "did", "ampuser", "queue", "queue_label", "group", "tags",
-            "voicemail_box", "vm_file", "transfer", "made_transfer", "local_peer",
-            "earlier_transfers", "recorded")
-
-
-_JOURNAL_WINS = frozenset({"context", "exten", "dialled_by", "originated", "origin_num"})
-
-
-def _reachable(rec: Recording) -> dict[str, Channel]:
-    """Every channel a recording refers to, directly or through another channel."""
-    found: dict[str, Channel] = {}
-    todo = [rec.channel, *(s.party for s in (*rec.left, *rec.right)), *rec.seen]
-    while todo:
-        ch = todo.pop()
-        if ch.uniqueid in found:
-            continue
-        found[ch.uniqueid] = ch
-        todo.extend(c for c in (ch.dialled_by, ch.local_peer) if c is not None)
-        todo.extend(ch.dial_targets or ())
-        for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
-            if t is not None:
-                todo.extend(c for c in (t.transferer, t.transferee) if c is not None)
-    return found
 
 
 def _moved(ch: Channel, t: Transfer) -> None:
@@ -1022,20 +961,6 @@ def _moved(ch: Channel, t: Transfer) -> None:
         if len(ch.earlier_transfers) < 8:
             ch.earlier_transfers.append(ch.transfer)
     ch.transfer = t
-
-
-def _remap(ch: Channel, mapping: dict[str, Channel]) -> None:
-    def m(c: Channel | None) -> Channel | None:
-        return mapping.get(c.uniqueid, c) if c is not None else None
-
-    ch.dialled_by = m(ch.dialled_by)
-    ch.local_peer = m(ch.local_peer)
-    if ch.dial_targets:
-        ch.dial_targets = [mapping.get(t.uniqueid, t) for t in ch.dial_targets]
-    for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
-        if t is not None:
-            t.transferer = m(t.transferer)
-            t.transferee = m(t.transferee)
 
 
 _VARS = frozenset(

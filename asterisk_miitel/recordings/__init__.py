@@ -5,12 +5,14 @@
 - watcher.py: RecordingWatcher (inotify, polling fallback), check_access()
 - disk.py: free-space checks
 - probe.py: what a file really is, from its first bytes
+- duration.py: recording_seconds(), how much audio a file holds
 - allowed.py: AllowedDirs, the rule for which files may be opened, sent, deleted
 """
 
 from .allowed import AllowedDirs, local_dir, map_path, recording_dirs
 from .convert import guess_interleaved_rate, prepare, prepare_async
 from .disk import disk_space_problem, free_bytes
+from .duration import recording_seconds
 from .errors import (
     EmptyRecording,
     IncompatibleLegs,
@@ -52,5 +54,6 @@ __all__ = [
     "prepare_async",
     "probe",
     "recording_dirs",
+    "recording_seconds",
     "wait_closed",
 ]
