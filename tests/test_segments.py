@@ -564,11 +564,11 @@ def test_with_option_b_a_cut_is_placed_by_the_time_in_a_bridge() -> None:
     blind_transfer(c, 4, "1.2", "1002", "1.3", "b1", "b2")
     c.hangup(12, "1.1")
     [rec] = c.closed
-    assert "b" in rec.options
+    assert rec.bridged_only
     first, second = pieces(rec)
     assert first.window == (0.0, pytest.approx(3.02))  # bridged 1 s -> 4.02 s
     assert second.window == (pytest.approx(3.02), None)
-    rec.options = "D"  # without b every second is in the file
+    rec.bridged_only = False  # without b every second is in the file
     assert pieces(rec)[1].window == (pytest.approx(4.9), None)
 
 

@@ -44,10 +44,10 @@ from ..config import Config
 from ..miitel.models import CallData, EventType, Participant, make_tags
 from ..miitel.rules import PartyRef, missing_user_ids
 from ..recordings.spec import RecordingSpec
+from .asterisk import mailbox_parts
 from .parties import Party, PartyResolver
 from .segments import Piece, bridged_seconds, pieces, view
 from .state import Channel, Recording, RecordingMode, Segment, Transfer
-from .tracker import option_letters as _option_letters
 
 AudioFileType = Literal["wav", "mp3", "m4a"]
 ChannelType = Literal["STEREO", "MONAURAL"]
@@ -488,7 +488,7 @@ def _unanswered(
     # MixMonitor's b option writes only bridged audio: nobody was bridged, so the
     # file is empty. Nothing to send as a recording; still a missed call, when
     # those are sent (they go without audio anyway).
-    empty = not rec.voicemail_only and "b" in _option_letters(rec.options)
+    empty = not rec.voicemail_only and rec.bridged_only is True
     if not rec.voicemail_only and (vm_instead or (empty and not ctx.config.pbx.send_unanswered)):
         # (a voicemail message is sent on its own)
         reason = ("the caller's voicemail message is sent instead of this recording"
@@ -499,7 +499,7 @@ def _unanswered(
                        end_reason=rec.end_reason, ended_at=rec.ended)
     box = None if empty else _voicemail_box(rec)
     if box is not None or rec.voicemail_only:
-        owner = box.partition("@")[0] if box else None
+        owner = mailbox_parts(box)[0] if box else None
         to_party = (
             resolver.internal_from_extension(owner, f"VoiceMail({box})")
             if owner

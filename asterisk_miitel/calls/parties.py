@@ -15,27 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Literal
 from uuid import UUID
 
 from ..config import Config
 from ..miitel.numbers import ANONYMOUS, InvalidNumber, normalize_number
+from .asterisk import ContextKind, context_kind
 from .state import Channel
 
-Kind = Literal["internal", "external"]
-
-FREEPBX_INTERNAL = frozenset(
-    {"from-internal", "from-internal-xfer", "ext-local", "from-queue", "from-internal-noxfer",
-     "from-internal-additional", "macro-dial-one", "ext-queues", "ext-group"}
-)
-FREEPBX_EXTERNAL = frozenset(
-    {"from-trunk", "from-pstn", "from-did-direct", "ext-did", "macro-dialout-trunk",
-     "from-pstn-e164-us", "from-pstn-toheader", "from-sip-external"}
-)
-# Custom contexts that wrap FreePBX's (e.g. our hooks' miitel-from-pstn,
-# from-trunk-ntt) keep the name they wrap.
-_EXTERNAL_MARKS = ("from-trunk", "from-pstn")
-_INTERNAL_MARKS = ("from-internal",)
+Kind = ContextKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +79,12 @@ class PartyResolver:
             return "internal", "pbx.internal_channels", self._guess_extension(ch)
         if _glob(ch, pbx.external_channels):
             return "external", "pbx.external_channels", None
-        if ch.context in pbx.internal_contexts:
-            return "internal", "pbx.internal_contexts", self._guess_extension(ch)
-        if ch.context in pbx.external_contexts:
-            return "external", "pbx.external_contexts", None
-        if ch.context in FREEPBX_EXTERNAL or any(m in ch.context for m in _EXTERNAL_MARKS):
-            return "external", "freepbx-context", None
-        if ch.context in FREEPBX_INTERNAL or any(m in ch.context for m in _INTERNAL_MARKS):
-            return "internal", "freepbx-context", self._guess_extension(ch)
+        # ch.context is where the channel was created (Newchannel): FreePBX's
+        # internal dialplan contexts count too.
+        said = context_kind(ch.context, pbx.internal_contexts, pbx.external_contexts)
+        if said is not None:
+            kind, rule = said
+            return kind, rule, self._guess_extension(ch) if kind == "internal" else None
         if _extension_like(ch.endpoint) and ch.tech in ("PJSIP", "SIP", "IAX2"):
             return "internal", "technology", ch.endpoint
         return "external", "technology", None

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .mixmonitor import option_letters
 from .state import Channel, Recording, Segment
 
 # Seconds two recordings' times may disagree by and still cover one conversation.
@@ -155,7 +154,7 @@ def file_seconds(rec: Recording, at: float) -> float:
     spans = list(rec.in_bridge)
     if rec.in_bridge_since is not None:
         spans.append((rec.in_bridge_since, max(rec.in_bridge_since, at)))
-    if "b" not in option_letters(rec.options) or not spans:
+    if not rec.bridged_only or not spans:
         return max(0.0, at - rec.started)
     return sum(max(0.0, min(b, at) - max(a, rec.started)) for a, b in spans)
 

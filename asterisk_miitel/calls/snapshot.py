@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .asterisk import bridged_only
 from .state import Channel, Recording, Segment, Transfer
 
 VERSION = 1
@@ -51,6 +52,7 @@ def dump_recording(rec: Recording) -> dict[str, Any]:
         "started": rec.started,
         "mode": rec.mode,
         "options": rec.options,
+        "bridged_only": rec.bridged_only,
         "receive": rec.receive,
         "transmit": rec.transmit,
         "mixmonitor_id": rec.mixmonitor_id,
@@ -91,6 +93,8 @@ def load_recording(data: dict[str, Any]) -> Recording:
         started=data["started"],
         mode=data["mode"],
         options=data.get("options") or "",
+        # (journals written before the field: what their options said)
+        bridged_only=data.get("bridged_only", bridged_only(data.get("options") or "")),
         receive=data.get("receive"),
         transmit=data.get("transmit"),
         mixmonitor_id=data.get("mixmonitor_id"),

@@ -150,7 +150,10 @@ class Recording:
     channel: Channel  # the channel MixMonitor runs on
     started: float
     mode: RecordingMode = "unknown"
-    options: str = ""
+    options: str = ""  # MixMonitor's options as the dialplan gave them ("" not known)
+    # MixMonitor's b option (calls/asterisk.py bridged_only): the file holds only
+    # the time the channel was in a bridge. None: not known.
+    bridged_only: bool | None = None
     receive: str | None = None
     transmit: str | None = None
     mixmonitor_id: str | None = None

@@ -24,12 +24,17 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .asterisk import plain_name
+from .asterisk import (
+    bridged_only,
+    plain_name,
+    recording_mode,
+    voicemail_box,
+    voicemail_recording,
+)
 from .mixmonitor import (
     execif_branch,
     full_path,
     monitor_dir_of,
-    option_letters,
     parse_mixmonitor,
     split_args,
 )
@@ -626,10 +631,11 @@ class CallTracker:
         if not options and not receive and not transmit:
             return
         rec.options = options
+        rec.bridged_only = bridged_only(options)
         rec.receive = rec.receive or receive
         rec.transmit = rec.transmit or transmit
         if rec.mode == "unknown":
-            rec.mode = _guess_mode(rec.file, options)  # type: ignore[assignment]
+            rec.mode = recording_mode(rec.file, options)
         if self.on_changed is not None:
             self.on_changed(rec)
 
@@ -681,8 +687,8 @@ class CallTracker:
         if rec is not None:
             return rec  # announced twice (MixMonitorStart and our UserEvent)
         rec = Recording(file=file, channel=ch, started=ts, options=options,
-                        receive=receive, transmit=transmit)
-        rec.mode = _guess_mode(file, rec.options)  # type: ignore[assignment]
+                        bridged_only=bridged_only(options), receive=receive, transmit=transmit,
+                        mode=recording_mode(file, options))
         self.recordings[file] = rec
         if ch.bridge is not None:
             rec.in_bridge_since = ts
@@ -783,13 +789,8 @@ class CallTracker:
     def _voicemail_recording(self, ch: Channel, ts: float) -> None:
         """A caller left a voicemail on a channel we did not record: send the message."""
         assert ch.vm_file is not None
-        rec = Recording(file=ch.vm_file, channel=ch, started=ch.created, mode="mono")
-        rec.voicemail_only = True
-        rec.left.append(Segment(party=ch, first=ch.created, last=ts, talk=ts - ch.created))
-        rec.see(ch)
+        rec = voicemail_recording(ch, ch.vm_file, ts)
         self.stats.recordings_opened += 1
-        rec.ended = ts
-        rec.end_reason = "hangup"
         self.stats.recordings_closed += 1
         self.on_closed(rec)
 
@@ -813,8 +814,7 @@ class CallTracker:
                 self._touch(ch)
                 # A MixMonitor that records unbridged audio too (no `b`) already
                 # holds the message: send that. With `b` it holds nothing.
-                if any(r.options and "b" not in option_letters(r.options)
-                       for r in ch.recordings or ()):
+                if any(r.bridged_only is False for r in ch.recordings or ()):
                     ch.vm_recorded = True
         elif var == "FROM_DID":
             ch.did = value or ch.did
@@ -847,8 +847,7 @@ class CallTracker:
         if ch is None:
             return
         if name == "VoiceMail":
-            box = data.split(",", 1)[0].split("&", 1)[0]
-            ch.voicemail_box = box or ch.voicemail_box
+            ch.voicemail_box = voicemail_box(data) or ch.voicemail_box
             self._touch(ch)
         elif name == "Queue":
             ch.queue = ch.queue or data.split(",", 1)[0] or None
@@ -1011,19 +1010,6 @@ def _why_not_followed(ch: Channel, run: MixMonitorRun) -> str:
                 "through the manager user's eventfilter (dialplan/manager_miitel.conf), then "
                 "`asterisk -rx 'manager reload'`; the file is in Asterisk's monitor folder")
     return f"{what} could not be followed to a call"
-
-
-def _guess_mode(file: str, options: str) -> str:
-    # Our dialplan's MiiTelRecording event says it for sure; until then (or
-    # on a PBX without our snippets) the name and options tell.
-    opts = option_letters(options)
-    if "D" in opts:
-        return "interleaved"
-    if "r" in opts and "t" in opts:
-        return "legs"
-    if file.lower().endswith((".wav", ".wav49", ".gsm", ".mp3", ".sln", ".ulaw", ".alaw")):
-        return "mono"
-    return "unknown"
 
 
 def _update_segments(segments: list[Segment], now_present: list[Channel], ts: float) -> bool:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import PurePosixPath
 from typing import Literal
 
+from ..calls.asterisk import mailbox_parts
 from ..config import Config
 from ..recordings.allowed import local_dir, recording_dirs
 
@@ -214,8 +215,7 @@ def find_voicemail(config: Config, box: str, channel: str, start: float, end: fl
                    dirs: list[str]) -> Message | None:
     """The message a caller on `channel` left in `box` (1003@default) between
     start and end, from its msgNNNN.txt (blocking)."""
-    mailbox, _, context = box.partition("@")
-    context = context or "default"
+    mailbox, context = mailbox_parts(box)
     for root in dirs:
         ours = root.rstrip("/")
         host = local_dir(ours, config)

@@ -21,15 +21,22 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..calls.parties import FREEPBX_EXTERNAL
-from ..calls.state import Channel, Recording, RecordingMode, Segment, Transfer
+from ..calls.asterisk import (
+    PHONE_CONTEXT,
+    TRUNK_CONTEXT,
+    ContextKind,
+    bridged_only,
+    context_kind,
+    recording_mode,
+    voicemail_box,
+    voicemail_recording,
+)
+from ..calls.state import Channel, Recording, Segment, Transfer
 from ..config import Config
 from .files import FileIndex, FoundFile, Message, describe_name, fit_start
 from .rows import CdrRow, miitel_marks, split_clid
 
 LINK_SLACK = 5.0  # seconds: rows about one channel this close belong to one call
-_EXTERNAL_MARKS = ("from-trunk", "from-pstn")
-_INTERNAL_MARKS = ("from-internal",)
 _DIAL_APPS = frozenset({"dial", "queue", "appdial", "appqueue", "followme", "originate"})
 
 VoicemailLookup = Callable[[str, str, float, float], Message | None]
@@ -219,8 +226,7 @@ class CallBuilder:
             if app == "queue" and row.lastdata:
                 a.queue = a.queue or row.lastdata.split(",", 1)[0] or None
             if app == "voicemail" and row.lastdata:
-                box = row.lastdata.split(",", 1)[0].split("&", 1)[0]
-                a.voicemail_box = a.voicemail_box or box or None
+                a.voicemail_box = a.voicemail_box or voicemail_box(row.lastdata)
             if not row.dstchannel:
                 continue
             b = self.chan(row.dstchannel, row.start)
@@ -247,7 +253,7 @@ class CallBuilder:
             if not ch.is_local and ch.name not in self.a_rows:
                 kinds = self.ctx.endpoint_kinds.get(ch.endpoint, set())
                 if len(kinds) == 1:
-                    ch.context = "from-internal" if "internal" in kinds else "from-pstn"
+                    ch.context = PHONE_CONTEXT if "internal" in kinds else TRUNK_CONTEXT
         self._transfers()
 
     def _dialling_row(self, name: str, rows: list[CdrRow]) -> CdrRow:
@@ -286,17 +292,13 @@ class CallBuilder:
             a.exten = first.dst
         self.ctx.endpoint_kinds.setdefault(a.endpoint, set()).add(kind)
 
-    def _context_kind(self, context: str) -> str | None:
+    def _context_kind(self, context: str) -> ContextKind | None:
+        """What a row's dcontext says, counting only contexts a channel enters
+        the dialplan in: FreePBX's queues and ring groups hold trunk callers too."""
         pbx = self.ctx.config.pbx
-        if context in pbx.internal_contexts:
-            return "internal"
-        if context in pbx.external_contexts or context in FREEPBX_EXTERNAL:
-            return "external"
-        if any(m in context for m in _EXTERNAL_MARKS):
-            return "external"
-        if any(m in context for m in _INTERNAL_MARKS):
-            return "internal"
-        return None
+        said = context_kind(context, pbx.internal_contexts, pbx.external_contexts,
+                            dialplan=False)
+        return said[0] if said else None
 
     def _transfers(self) -> None:
         """A channel answered by one party, then by another: a transfer by the first.
@@ -447,9 +449,10 @@ class CallBuilder:
         files = [found.path]
         side_known = found.uid is None or found.uid == a.uniqueid
         if found.kind == "interleaved":
-            rec.mode, rec.options = "interleaved", "bDi(MIITEL_MIXMON_ID)"
+            # dialplan/: MixMonitor(...,bDi(MIITEL_MIXMON_ID)), bridged audio only
+            rec.mode, rec.bridged_only = "interleaved", True
         elif found.kind == "legs_main":
-            rec.mode, rec.options = "legs", "bi(MIITEL_MIXMON_ID)"
+            rec.mode, rec.bridged_only = "legs", True  # bi(MIITEL_MIXMON_ID)r(..)t(..)
             rec.receive, rec.transmit = self._siblings(found)
             if rec.receive and rec.transmit:
                 files += [rec.receive, rec.transmit]
@@ -457,7 +460,7 @@ class CallBuilder:
                 rec.mode = "mono"
                 hints.append("its r()/t() legs are missing: sent MONAURAL")
         elif found.kind == "freepbx":
-            rec.options = self.ctx.freepbx_options
+            rec.bridged_only = bridged_only(self.ctx.freepbx_options)
             self._freepbx_hints(a, found, hints)
             legs = self._freepbx_legs(found) if side_known else None
             if legs:
@@ -469,7 +472,7 @@ class CallBuilder:
                 if side_known:
                     hints.append("no stereo legs for this FreePBX recording: sent MONAURAL")
         else:
-            rec.mode = _mode_of(found.path)
+            rec.mode = recording_mode(found.path)
         if not side_known and rec.mode in ("interleaved", "legs"):
             rec.mode = "mono"
         if not side_known:
@@ -543,22 +546,23 @@ class CallBuilder:
         """FreePBX's name: <type>-<called>-<from>-...: who the recorded channel is."""
         kind, called, from_ = found.freepbx_type, found.freepbx_called, found.freepbx_from
         if kind in ("in", "external"):
-            a.context = a.context if self._context_kind(a.context) == "external" else "from-pstn"
+            if self._context_kind(a.context) != "external":
+                a.context = TRUNK_CONTEXT
             if kind == "in" and called and not a.did:
                 a.did = called
         elif kind in ("out", "internal"):
             if self._context_kind(a.context) != "internal":
-                a.context = "from-internal"
+                a.context = PHONE_CONTEXT
             if from_ and from_ != "unknown" and not a.ampuser:
                 a.ampuser = from_
         elif kind == "q" and called:
             a.queue = a.queue or called
             if a.did:
-                a.context = "from-pstn"
+                a.context = TRUNK_CONTEXT
         elif kind == "rg" and called:
             a.group = a.group or called
             if a.did:
-                a.context = "from-pstn"
+                a.context = TRUNK_CONTEXT
         hints.append(f"FreePBX {kind} recording")
 
     def _voicemail(self, a: Channel, rows: list[CdrRow]) -> list[Rebuilt]:
@@ -567,8 +571,8 @@ class CallBuilder:
         for row in rows:
             if row.lastapp.lower() != "voicemail" or not row.lastdata:
                 continue
-            box = row.lastdata.split(",", 1)[0].split("&", 1)[0]
-            if lookup is None:
+            box = voicemail_box(row.lastdata)
+            if box is None or lookup is None:
                 continue
             msg = lookup(box, a.name, row.start, row.end)
             if msg is None:
@@ -576,12 +580,7 @@ class CallBuilder:
             a.vm_file = msg.path
             a.voicemail_box = box
             end = max(r.end for r in rows)
-            rec = Recording(file=msg.path, channel=a, started=a.created, mode="mono")
-            rec.voicemail_only = True
-            rec.left.append(Segment(a, a.created, end, end - a.created))
-            rec.see(a)
-            rec.ended = end
-            rec.end_reason = "hangup"
+            rec = voicemail_recording(a, msg.path, end)
             rec.notes.append("caught up from the CDR: a voicemail message left while the "
                              "service was not listening")
             hints = [] if msg.folder == "INBOX" else [
@@ -644,9 +643,3 @@ def _dial_string(row: CdrRow, name: str) -> str | None:
             return rest
     return None
 
-
-def _mode_of(path: str) -> RecordingMode:
-    low = path.lower()
-    if low.endswith((".wav", ".wav49", ".gsm", ".mp3", ".m4a", ".ogg")):
-        return "mono"
-    return "unknown"
