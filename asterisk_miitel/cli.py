@@ -506,7 +506,7 @@ async def _status(config: Config, *, as_json: bool = False,
                   config_file: str | None = None) -> int:
     import shlex
 
-    from .catchup import status_lines
+    from .catchup.runner import status_lines
     from .ops import calls as ops_calls
     from .outbox.manage import RETRY_FORCE, outcome_unknown_lines, status_report
 

@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .ami.listener import AmiListener, AmiSession
@@ -30,11 +30,11 @@ from .calls.journal import Journal
 from .calls.restore import estimate_answer
 from .calls.state import Channel, Recording
 from .calls.tracker import CallTracker
-from .catchup import CatchUpTask
+from .catchup.runner import CatchUpTask
 from .config import Config, ConfigError
+from .intake import admit, count_queued, log_outcome
 from .miitel.client import MiitelClient, Timeouts
 from .ops.metrics import ServiceMetrics
-from .ops.policy import decide
 from .outbox.lock import OutboxLock
 from .outbox.sender import Sender, map_path
 from .outbox.store import NewCall, Outbox, OutboxFull
@@ -45,7 +45,6 @@ from .supervisor import Supervisor, about_call
 log = logging.getLogger("asterisk_miitel.service")
 calls_log = logging.getLogger("asterisk_miitel.calls")
 
-SOURCE_BY_END = {"gap": "gap", "pbx_restart": "restart", "shutdown": "restart"}
 JOURNAL_EVERY = 0.1  # seconds between journal writes (changes are coalesced)
 HEARTBEAT_EVERY = 5.0  # seconds between "still alive" marks in the outbox
 HELD_RETRY = 1.0  # seconds between tries to queue calls held while the outbox was full
@@ -123,7 +122,7 @@ class Service:
         # Calls that began and ended while we were not listening: from the CDR.
         self.catchup = CatchUpTask(
             config, self.outbox, pbx_id=self._catchup_pbx_id, is_live=self._catchup_is_live,
-            spawn=self.supervisor.start,
+            spawn=self.supervisor.start, counter=self.metrics,
         )
         self._status_task: asyncio.Future[None] | None = None
 
@@ -369,33 +368,20 @@ class Service:
                 # The journal entry goes with the last piece: a crash between
                 # pieces finishes the recording again, and the pieces already
                 # queued are refused as duplicates.
-                self._queue(self._apply_send_rules(outcome), closes=n == len(outcomes))
+                self._queue(outcome, closes=n == len(outcomes))
         except Exception:  # this call's bug: the next call goes on
             self.stats.intake_errors += 1
             log.exception("could not assemble the call for %s", rec.file)
 
-    def _apply_send_rules(self, outcome: Outcome) -> Outcome:
-        """[send]: a call the admin keeps out is recorded as skipped, with the rule."""
-        if outcome.call_data is None or outcome.skip:
-            return outcome
-        payload = outcome.call_data.payload()
-        reason = decide(payload, list(outcome.extensions), self.config.send,
-                        rules=self.config.numbers.rules())
-        if reason is None:
-            return outcome
-        self.metrics.count_skipped(payload, reason)
-        # It overrides a set-aside: nobody should have to act on a call not to be sent.
-        return replace(outcome, skip=reason, set_aside=None)
-
     def _queue(self, outcome: Outcome, *, closes: bool = True) -> None:
-        source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
-        call = _new_call(outcome, source, self.pbx_id or "")
-        if outcome.skip:
-            self.stats.skipped[outcome.skip] = self.stats.skipped.get(outcome.skip, 0) + 1
-            calls_log.info("call %s: skipped: %s", call.id, outcome.skip)
-        elif outcome.set_aside:
+        """Intake ([send] rules, id, state: intake.py), then in line for the outbox."""
+        call = admit(outcome, "live", pbx_id=self.pbx_id or "", config=self.config)
+        if call.state == "skipped":
+            reason = call.reason or ""
+            self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
+        elif call.state == "set_aside":
             self.stats.set_aside_at_intake += 1
-            calls_log.warning("call %s: set aside: %s", call.id, outcome.set_aside)
+        log_outcome(call)
         for note in outcome.notes:
             calls_log.warning("call %s: %s", call.id, note)
         self._held.append((call, outcome.file if closes else None))
@@ -414,10 +400,9 @@ class Service:
             self._held.pop(0)
             if added:
                 self.stats.queued += 1
-                if call.state == "set_aside":
-                    # Set aside before the sender ever saw it (a missing user, the
-                    # commonest case): counted here, the sender counts the rest.
-                    self.metrics.count_set_aside(call.call_data)
+                # Skipped by [send] or set aside before the sender ever saw it
+                # (a missing user, the commonest case): the sender counts the rest.
+                count_queued(call, self.metrics)
             else:
                 self.stats.duplicates += 1
                 log.info("call %s was already in the outbox: not queued twice", call.id)
@@ -468,37 +453,3 @@ class Service:
     def _now(self) -> float:
         """Now, on Asterisk's clock (event times), so times of one call never mix clocks."""
         return self.tracker.asterisk_time(self.clock())
-
-
-def _new_call(outcome: Outcome, source: str, pbx_id: str) -> NewCall:
-    from .calls.classify import call_data_id
-
-    call_id = outcome.call_data_id or call_data_id(pbx_id, outcome.key or outcome.file)
-    state = "waiting_recording"
-    code = None
-    reason = outcome.skip or outcome.set_aside
-    if outcome.skip:
-        state = "skipped"
-        code = "policy" if outcome.skip.startswith("send.") else "unanswered"
-    elif outcome.set_aside:
-        state = "set_aside"
-        code = outcome.set_aside_code or "users"
-    parties = None
-    if outcome.call_data is not None:
-        parties = [
-            {"type": p.type, "extension": ext}
-            for p, ext in zip(outcome.call_data.participants, outcome.extensions, strict=False)
-        ]
-    return NewCall(
-        id=call_id,
-        file=outcome.file,
-        state=state,  # type: ignore[arg-type]
-        audio=outcome.audio.as_dict(),
-        call_data=outcome.call_data.payload() if outcome.call_data else None,
-        parties=parties,
-        reason=reason,
-        reason_code=code,
-        source=source,
-        ended_at=outcome.ended_at,
-        notes=list(outcome.notes),
-    )

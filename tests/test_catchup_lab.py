@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from asterisk_miitel.catchup import CatchupConfig, CatchUpTask
+from asterisk_miitel.catchup import CatchupConfig
+from asterisk_miitel.catchup.runner import CatchUpTask
 from asterisk_miitel.config import Config
 from asterisk_miitel.miitel.standin import StandIn
 from asterisk_miitel.outbox.store import Outbox

@@ -1,6 +1,6 @@
-"""The `[catchup]` section: where the CDR is, and how far back to look.
+"""The `[catchup]` section (`Config.catchup`): where the CDR is, and how far back to look.
 
-The lead adds it to `Config` as `catchup: CatchupConfig = Field(default_factory=CatchupConfig)`.
+It imports nothing of the package's: config.py imports it.
 """
 
 from __future__ import annotations

@@ -20,15 +20,16 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..calls.classify import Context, Outcome, call_data_id, classify, recording_key
+from ..calls.classify import Context, call_data_id, classify, recording_key
 from ..config import Config
+from ..intake import IntakeCounter, admit, count_queued, log_outcome
 from ..outbox.sender import map_path
-from ..outbox.store import Outbox
+from ..outbox.store import Outbox, Source
 from .config import CatchupConfig, freepbx_database_url, zone
 from .files import FileIndex, Message, find_voicemail, scan_recordings
 from .rebuild import Assembler, BuildContext, CallBuilder, Rebuilt
@@ -47,15 +48,9 @@ Progress = Callable[["CatchUpReport"], None]
 Emit = Callable[[dict[str, Any]], None]
 
 
-def catchup_config(config: Config) -> CatchupConfig:
-    """The [catchup] section (defaults until the lead adds the field to Config)."""
-    value = getattr(config, "catchup", None)
-    return value if isinstance(value, CatchupConfig) else CatchupConfig()
-
-
 @dataclass
 class CatchUpReport:
-    source: str  # "catchup" | "backfill"
+    source: Source  # "catchup" | "backfill"
     since: float
     until: float
     cdr: str = ""
@@ -135,15 +130,20 @@ def make_source(config: Config, cc: CatchupConfig) -> CdrSource | None:
 
 
 class CatchUp:
-    """One run over [since, until]."""
+    """One run over [since, until].
+
+    `counter`: where the calls it queues are counted for /metrics (intake.py);
+    the service passes its own, `backfill` none."""
 
     def __init__(self, config: Config, outbox: Outbox | None, pbx_id: str, *,
-                 source: str = "catchup", dry_run: bool = False,
+                 source: Source = "catchup", dry_run: bool = False,
                  is_live: Callable[[str], bool] | None = None,
                  emit: Emit | None = None, progress: Progress | None = None,
-                 cdr: CdrSource | None = None, cc: CatchupConfig | None = None) -> None:
+                 cdr: CdrSource | None = None, cc: CatchupConfig | None = None,
+                 counter: IntakeCounter | None = None) -> None:
         self.config = config
-        self.cc = cc or catchup_config(config)
+        self.cc = cc or config.catchup
+        self.counter = counter
         self.outbox = outbox
         self.pbx_id = pbx_id
         self.source = source
@@ -265,18 +265,18 @@ class CatchUp:
             report.known += 1
             return
         outcome = classify(rec, self.ctx)
-        outcome = self._send_rules(outcome)
-        from ..service import _new_call  # the same NewCall live tracking writes
-
-        call = _new_call(outcome, self.source, self.pbx_id)
+        # The same row live tracking writes ([send] rules, id, state): intake.py.
+        call = admit(outcome, self.source, pbx_id=self.pbx_id, config=self.config)
         hint = f" ({'; '.join(item.hints)})" if item.hints else ""
-        if outcome.skip:
-            report.skipped[outcome.skip] += 1
-        elif outcome.set_aside:
-            report.set_aside[outcome.set_aside_code or "users"] += 1
+        if call.state == "skipped":
+            report.skipped[call.reason or ""] += 1
+        elif call.state == "set_aside":
+            report.set_aside[call.reason_code or "users"] += 1
+        # [send] rules keep call_data (they only add the skip)
+        what = outcome.call_data.event_type.value if outcome.call_data else "call"
         if self.dry_run:
-            if outcome.call_data is not None and not outcome.skip and not outcome.set_aside:
-                report.queued[outcome.call_data.event_type.value] += 1
+            if outcome.call_data is not None and call.state == "waiting_recording":
+                report.queued[what] += 1
                 if self.emit is not None:
                     self.emit(outcome.call_data.payload())
             return
@@ -286,41 +286,24 @@ class CatchUp:
         if not added:
             report.known += 1
             return
-        what = outcome.call_data.event_type.value if outcome.call_data else "call"
-        if outcome.skip:
-            calls_log.info("call %s: caught up, skipped: %s", call.id, outcome.skip)
-        elif outcome.set_aside:
-            calls_log.warning("call %s: caught up, set aside: %s", call.id, outcome.set_aside)
-        else:
+        count_queued(call, self.counter)
+        if call.state == "waiting_recording":
             report.queued[what] += 1
             calls_log.info("call %s: caught up (%s, %s) from the CDR%s", call.id, what,
                            self.source, hint)
-
-    def _send_rules(self, outcome: Outcome) -> Outcome:
-        """[send], exactly as live intake applies it."""
-        if outcome.call_data is None or outcome.skip:
-            return outcome
-        from ..ops.policy import decide
-
-        reason = decide(outcome.call_data.payload(), list(outcome.extensions),
-                        self.config.send, rules=self.config.numbers.rules())
-        return outcome if reason is None else replace(outcome, skip=reason, set_aside=None)
+        else:
+            log_outcome(call)
 
     # -- what the outbox already has -----------------------------------------------------
 
     async def _load_known(self, since: float) -> None:
         if self.outbox is None:
             return
-        async with self.outbox.db.execute(
-            "SELECT file, ended_at FROM calls WHERE ended_at IS NULL OR ended_at >= ?",
-            (since - 86400,),
-        ) as cur:
-            rows = await cur.fetchall()
-        for row in rows:
-            self._known_files.add(row[0])
-            self._known_names.add(PurePosixPath(row[0]).name)
-            if "/voicemail/" in row[0] and row[1] is not None:
-                self._vm_rows.append((row[0], float(row[1])))
+        for file, ended in await self.outbox.files_ended_since(since - 86400):
+            self._known_files.add(file)
+            self._known_names.add(PurePosixPath(file).name)
+            if "/voicemail/" in file and ended is not None:
+                self._vm_rows.append((file, float(ended)))
 
     async def _known(self, file: str, key: str, item: Rebuilt) -> bool:
         if self.outbox is None:
@@ -395,11 +378,14 @@ class CatchUpTask:
                  is_live: Callable[[str], bool] | None = None,
                  cc: CatchupConfig | None = None,
                  spawn: Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task[None]]
-                 | None = None) -> None:
+                 | None = None,
+                 counter: IntakeCounter | None = None) -> None:
         self.config = config
         # The service's Supervisor.start: a run that fails on a bug starts again.
         self._spawn = spawn
-        self.cc = cc or catchup_config(config)
+        self.cc = cc or config.catchup
+        # The service's metrics: caught-up calls count in /metrics like live ones.
+        self.counter = counter
         self.outbox = outbox
         self._pbx_id = pbx_id
         self.is_live = is_live
@@ -467,7 +453,8 @@ class CatchUpTask:
     async def run(self, since: float, until: float, quiet: bool = False) -> CatchUpReport:
         pbx_id = await self._pbx_id()
         report = await CatchUp(self.config, self.outbox, pbx_id, source="catchup",
-                               is_live=self.is_live, cc=self.cc).run(since, until)
+                               is_live=self.is_live, cc=self.cc,
+                               counter=self.counter).run(since, until)
         self.runs += 1
         self.last = report
         await self.outbox.set_meta(META_LAST, json.dumps(report.as_meta()))
@@ -497,14 +484,9 @@ def _load(text: str | None) -> dict[str, Any] | None:
 
 async def status_lines(outbox: Outbox) -> list[str]:
     """For `status`: calls caught up or backfilled, and the last catch-up."""
-    async with outbox.db.execute(
-        "SELECT source, state, COUNT(*) FROM calls WHERE source IN ('catchup', 'backfill')"
-        " GROUP BY source, state ORDER BY source, state"
-    ) as cur:
-        rows = await cur.fetchall()
     lines: list[str] = []
     by_source: dict[str, list[str]] = {}
-    for source, state, n in rows:
+    for source, state, n in await outbox.states_by_source(("catchup", "backfill")):
         by_source.setdefault(source, []).append(f"{state} {n}")
     for source, parts in by_source.items():
         label = "caught up" if source == "catchup" else "backfilled"

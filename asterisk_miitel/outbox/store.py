@@ -45,6 +45,18 @@ STATES: tuple[State, ...] = (
     "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
     "skipped",
 )
+# How a call was learnt (`source`): followed live, finished from what was known
+# after an AMI gap or a restart (of the PBX, or ours), or rebuilt from the CDR.
+Source = Literal["live", "gap", "restart", "catchup", "backfill"]
+# `reason_code` of a skipped call: a [send] rule, or nothing to send (unanswered).
+SkipCode = Literal["policy", "unanswered"]
+# `reason_code` of a set-aside call: at intake (users, number, schema,
+# incomplete, untracked), or by the sender (the rest).
+SetAsideCode = Literal[
+    "users", "number", "schema", "incomplete", "untracked",
+    "recording", "rejected", "outcome_unknown", "upload_refused", "upload_expired",
+]
+ReasonCode = SkipCode | SetAsideCode
 # The states the sender works on (due when next_attempt_at has come).
 ACTIVE: tuple[State, ...] = ("waiting_recording", "ready", "created")
 _ACTIVE_SQL = "('" + "','".join(ACTIVE) + "')"
@@ -172,8 +184,8 @@ class NewCall:
     call_data: dict[str, Any] | None = None
     parties: list[dict[str, Any]] | None = None
     reason: str | None = None
-    reason_code: str | None = None
-    source: str = "live"
+    reason_code: ReasonCode | None = None
+    source: Source = "live"
     ended_at: float | None = None
     notes: list[str] | None = None
 
@@ -310,6 +322,27 @@ class Outbox:
             " AND state NOT IN ('uploaded', 'sent', 'skipped') LIMIT 1", (file, call_id),
         ) as cur:
             return await cur.fetchone() is not None
+
+    async def files_ended_since(self, since: float) -> list[tuple[str, float | None]]:
+        """(file, ended_at) of every call that ended at or after `since`, or
+        whose end is not known: what catch-up must not queue again."""
+        async with self.db.execute(
+            "SELECT file, ended_at FROM calls WHERE ended_at IS NULL OR ended_at >= ?",
+            (since,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(r["file"], r["ended_at"]) for r in rows]
+
+    async def states_by_source(self, sources: Sequence[Source]) -> list[tuple[str, str, int]]:
+        """(source, state, how many calls) for calls learnt one of these ways,
+        in source then state order."""
+        marks = ",".join("?" * len(sources))
+        async with self.db.execute(
+            f"SELECT source, state, COUNT(*) AS n FROM calls WHERE source IN ({marks})"
+            " GROUP BY source, state ORDER BY source, state", tuple(sources),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(r["source"], r["state"], r["n"]) for r in rows]
 
     async def journaled(self) -> list[tuple[str, dict[str, Any], float]]:
         async with self.db.execute("SELECT file, data, updated_at FROM journal") as cur:
