@@ -18,7 +18,7 @@ from asterisk_miitel.catchup.runner import (
     CatchUpTask,
     status_lines,
 )
-from asterisk_miitel.config import Config
+from asterisk_miitel.config import Config, SendConfig
 from asterisk_miitel.outbox.store import NewCall, Outbox
 
 from .support import FIXTURES, HANAKO, JIRO, TARO, lab_config
@@ -102,6 +102,37 @@ async def test_catch_up_queues_each_call_once_and_again_nothing(tmp_path: Path) 
     assert again.sent == 0 and again.known == 7 and rows2.keys() == rows.keys()
     text = "\n".join(again.summary_lines())
     assert "already known (sent live or earlier): 7" in text
+
+
+class Counted:
+    """The service's metrics, as intake sees them (ops/metrics.ServiceMetrics)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def count_skipped(self, call_data: Any, reason: str) -> None:
+        self.seen.append((call_data["event_type"], reason.split(":")[0]))
+
+    def count_set_aside(self, call_data: Any) -> None:
+        self.seen.append((call_data["event_type"], "set_aside"))
+
+
+async def test_caught_up_calls_count_in_the_metrics_like_live_ones(tmp_path: Path) -> None:
+    config, cc, since, until = make_pbx(tmp_path)
+    config = config.model_copy(update={
+        "send": SendConfig(exclude_directions=["outgoing"]),
+        "users": {k: v for k, v in config.users.items() if k != "1002"}})
+    counted = Counted()
+    report, _rows = await run(config, cc, since, until, counter=counted, dry_run=True)
+    assert counted.seen == [] and report.skipped  # a dry run queues nothing
+    report, rows = await run(config, cc, since, until, counter=counted)
+    # The outbound call skipped by [send], the transfer to 1002 (no user) set
+    # aside; not the busy call (no rule: nothing to send), nor what the sender counts.
+    assert sorted(counted.seen) == [("EXTENSION_TRANSFER", "set_aside"),
+                                    ("OUTGOING_CALL", "send.exclude_directions")]
+    assert sorted(r.state for r in rows.values()).count("skipped") == 3
+    await run(config, cc, since, until, counter=counted)  # all known now: counted once
+    assert len(counted.seen) == 2
 
 
 async def test_what_live_tracking_has_or_follows_is_left_alone(tmp_path: Path) -> None:
