@@ -141,3 +141,17 @@ def test_the_key_covers_version_options_and_tarball(sources: Path) -> None:
     tarball(sources, marker="other")
     assert key != build.BuildSpec(VERSION).key()
     assert json.dumps(build.VERSIONS) == '{"16": "16.16.2", "18": "18.26.4", "20": "20.10.0"}'
+
+
+@pytest.mark.parametrize(("status", "installed"), [
+    ("install ok installed", True),
+    ("unknown ok not-installed", False),  # known to apt, never installed: a fresh machine
+    ("deinstall ok config-files", False),
+    ("install ok half-installed", False),
+    ("", False),
+])
+def test_a_build_package_counts_as_installed_only_when_dpkg_says_so(
+        status: str, installed: bool) -> None:
+    # A fresh CI machine reads `unknown ok not-installed` for libedit-dev: it
+    # must be installed before configure, which otherwise stops at libedit.
+    assert build.is_installed_status(status) is installed

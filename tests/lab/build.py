@@ -175,7 +175,14 @@ def ensure_build_packages() -> None:
 def _installed(package: str) -> bool:
     out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
                          capture_output=True, text=True)
-    return out.returncode == 0 and out.stdout.strip().endswith("installed")
+    return out.returncode == 0 and is_installed_status(out.stdout)
+
+
+def is_installed_status(status: str) -> bool:
+    """dpkg's `want ok state`: only the state `installed` counts. A package apt
+    knows of but never installed reads `unknown ok not-installed`, which
+    merely ends with the word."""
+    return status.split()[-1:] == ["installed"]
 
 
 def ensure_build(version: str, cache: Path | None = None, *, force: bool = False) -> Path:
