@@ -119,26 +119,34 @@ def scenario_path(scenario: str | Path) -> Path:
 
 AUDIO_PCAPS = {"talk": "pcap/long.pcap", "silent": "pcap/silence.pcap"}
 _PLAY = re.compile(r'play_pcap_audio="pcap/(?:long|silence)\.pcap"')
-_TONE = re.compile(r"tone-(\d{2,4})")
+_TONE = re.compile(r"tone-(\d{2,4})(?:/(\d))?")
 
 
 def with_audio(scenario: Path, workdir: Path, audio: str) -> Path:
     """A copy of ``scenario`` in ``workdir`` whose party talks ("talk"), sends RTP
     silence ("silent") or a pure tone ("tone-440": see tones.py) instead, so one
-    scenario serves every kind of party."""
+    scenario serves every kind of party. A tone's stream starts further on in
+    RTP sequence numbers for each later `play_pcap_audio` of the scenario (a
+    phone's next call is a new stream), and "tone-440/1" starts one step
+    further from the first (tones.tone_pcap says why)."""
     tone = _TONE.fullmatch(audio)
-    if tone:
-        pcap = f"pcap/{audio}.pcap"
+    if not tone and audio not in AUDIO_PCAPS:
+        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)} or tone-<Hz>[/<n>]")
+    plays = iter(range(100))
+
+    def play(_match: re.Match[str]) -> str:
+        if not tone:
+            return f'play_pcap_audio="{AUDIO_PCAPS[audio]}"'
+        freq, stream = int(tone.group(1)), int(tone.group(2) or 0) + next(plays)
+        pcap = f"pcap/tone-{freq}" + (f"-{stream}" if stream else "") + ".pcap"
         if not (workdir / pcap).exists():
             from .tones import tone_pcap
             silence = (workdir / "pcap" / "silence.pcap").read_bytes()
-            (workdir / pcap).write_bytes(tone_pcap(silence, int(tone.group(1))))
-    elif audio in AUDIO_PCAPS:
-        pcap = AUDIO_PCAPS[audio]
-    else:
-        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)} or tone-<Hz>")
+            (workdir / pcap).write_bytes(tone_pcap(silence, freq, stream))
+        return f'play_pcap_audio="{pcap}"'
+
     text = scenario.read_text(encoding="utf-8")
-    changed, count = _PLAY.subn(f'play_pcap_audio="{pcap}"', text)
+    changed, count = _PLAY.subn(play, text)
     if not count:
         raise ValueError(f"{scenario.name} plays no pcap audio to replace")
     out = workdir / scenario.name

@@ -38,22 +38,38 @@ def tone_payload(freq: int) -> bytes:
                  for n in range(RATE))
 
 
-def tone_pcap(silence_pcap: bytes, freq: int) -> bytes:
+# How far a party's next stream (its second call, `tone-<Hz>/1`) starts ahead
+# in RTP sequence numbers: see tone_pcap.
+STREAM_SEQ_STEP = 0x6000
+
+
+def tone_pcap(silence_pcap: bytes, freq: int, stream: int = 0) -> bytes:
     """`silence_pcap` (one RTP stream, see sipp.repeat_rtp_pcap) with every
     payload replaced by the running tone: same packets, same timing. Each tone
     gets its own SSRC and sequence/timestamp origin, as phones have: with the
     same stream in every party, Asterisk dropped a transfer target's first
-    seconds (as many as the call had run) from the recording."""
+    seconds (as many as the call had run) from the recording.
+
+    Asterisk 22 leaves the audio written to a recorded channel out of its
+    MixMonitor (the transmit side) while the new source's RTP sequence numbers
+    lie behind, in 16-bit serial order, those the channel carried before; the
+    far end still hears it. Seen on the lab: with 1002 (seq ~48300) before
+    1001 (seq ~31900) every second of 1001 is missing, with 1002, 1003
+    (~64700), 1001 none is. So a party's `stream` n > 0 (a second call, or a
+    party the customer reaches after one whose stream is ahead) starts
+    n * STREAM_SEQ_STEP further on, with its own SSRC."""
     second = tone_payload(freq)
     out = bytearray(silence_pcap[:24])
     off, sample = 24, 0
     shift = freq * 7919  # any per-tone offset
+    ahead = stream * STREAM_SEQ_STEP
     while off + 16 <= len(silence_pcap):
         incl = struct.unpack("<I", silence_pcap[off + 8:off + 12])[0]
         body = bytearray(silence_pcap[off + 16:off + 16 + incl])
         seq, ts = struct.unpack(">HI", body[_RTP_AT + 2:_RTP_AT + 8])
-        struct.pack_into(">HII", body, _RTP_AT + 2, (seq + shift) & 0xFFFF,
-                         (ts + shift * 160) & 0xFFFFFFFF, 0x4C410000 + freq)
+        struct.pack_into(">HII", body, _RTP_AT + 2, (seq + shift + ahead) & 0xFFFF,
+                         (ts + (shift + ahead) * 160) & 0xFFFFFFFF,
+                         0x4C410000 + freq + (stream << 12))
         start = _RTP_AT + 12 + 4 * (body[_RTP_AT] & 0x0F)
         size = len(body) - start
         body[start:] = bytes(second[(sample + i) % RATE] for i in range(size))
