@@ -3,6 +3,7 @@ tone asked for, and the Goertzel check tells the parties apart per side."""
 
 from __future__ import annotations
 
+import re
 import struct
 import wave
 from pathlib import Path
@@ -80,3 +81,27 @@ def test_each_party_has_its_own_rtp_stream() -> None:
     heads = {tone_pcap(silence, f)[24 + 16 + RTP_AT + 2:24 + 16 + RTP_AT + 12]
              for f in TONES.values()}
     assert len(heads) == len(TONES)
+
+
+def test_a_phones_second_call_plays_a_stream_ahead_of_the_others(tmp_path: Path) -> None:
+    # uas_refer_then_answer plays one pcap per call: in the transfer back
+    # (customer -> 1001 -> 1002 -> 1001) the second call's stream must start
+    # ahead (16-bit serial order) of 1001's and 1002's first ones, or Asterisk
+    # leaves it out of the customer's recording (tones.tone_pcap)
+    from tests.lab.sipp import SCENARIO_DIR, with_audio
+    (tmp_path / "pcap").mkdir()
+    (tmp_path / "pcap" / "silence.pcap").write_bytes(template(0.1))
+    out = with_audio(SCENARIO_DIR / "uas_refer_then_answer.xml", tmp_path,
+                     f"tone-{TONES['1001']}")
+    plays = re.findall(r'play_pcap_audio="(pcap/[^"]+)"', out.read_text())
+    assert plays == [f"pcap/tone-{TONES['1001']}.pcap", f"pcap/tone-{TONES['1001']}-1.pcap"]
+
+    def head(pcap: bytes) -> tuple[int, int]:
+        seq, _ts, ssrc = struct.unpack(">HII", pcap[24 + 16 + RTP_AT + 2:24 + 16 + RTP_AT + 12])
+        return seq, ssrc
+
+    again, ssrc = head((tmp_path / plays[1]).read_bytes())
+    firsts = {who: head(tone_pcap(template(0.1), TONES[who])) for who in ("1001", "1002")}
+    for who, (seq, other) in firsts.items():
+        assert 0 < (again - seq) % 65536 < 32768, (who, seq, again)
+        assert other != ssrc

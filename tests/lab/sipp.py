@@ -119,7 +119,7 @@ def scenario_path(scenario: str | Path) -> Path:
 
 AUDIO_PCAPS = {"talk": "pcap/long.pcap", "silent": "pcap/silence.pcap"}
 _PLAY = re.compile(r'play_pcap_audio="pcap/(?:long|silence)\.pcap"')
-_TONE = re.compile(r"tone-(\d{2,4})(?:/(\d))?")
+_TONE = re.compile(r"tone-(\d{2,4})")
 
 
 def with_audio(scenario: Path, workdir: Path, audio: str) -> Path:
@@ -127,17 +127,16 @@ def with_audio(scenario: Path, workdir: Path, audio: str) -> Path:
     silence ("silent") or a pure tone ("tone-440": see tones.py) instead, so one
     scenario serves every kind of party. A tone's stream starts further on in
     RTP sequence numbers for each later `play_pcap_audio` of the scenario (a
-    phone's next call is a new stream), and "tone-440/1" starts one step
-    further from the first (tones.tone_pcap says why)."""
+    phone's next call is a new stream: tones.tone_pcap says why)."""
     tone = _TONE.fullmatch(audio)
     if not tone and audio not in AUDIO_PCAPS:
-        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)} or tone-<Hz>[/<n>]")
+        raise ValueError(f"audio must be one of {sorted(AUDIO_PCAPS)} or tone-<Hz>")
     plays = iter(range(100))
 
     def play(_match: re.Match[str]) -> str:
         if not tone:
             return f'play_pcap_audio="{AUDIO_PCAPS[audio]}"'
-        freq, stream = int(tone.group(1)), int(tone.group(2) or 0) + next(plays)
+        freq, stream = int(tone.group(1)), next(plays)
         pcap = f"pcap/tone-{freq}" + (f"-{stream}" if stream else "") + ".pcap"
         if not (workdir / pcap).exists():
             from .tones import tone_pcap

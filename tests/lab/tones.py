@@ -38,8 +38,8 @@ def tone_payload(freq: int) -> bytes:
                  for n in range(RATE))
 
 
-# How far a party's next stream (its second call, `tone-<Hz>/1`) starts ahead
-# in RTP sequence numbers: see tone_pcap.
+# How far a party's next stream (its second call) starts ahead in RTP
+# sequence numbers: see tone_pcap.
 STREAM_SEQ_STEP = 0x6000
 
 
@@ -55,9 +55,9 @@ def tone_pcap(silence_pcap: bytes, freq: int, stream: int = 0) -> bytes:
     lie behind, in 16-bit serial order, those the channel carried before; the
     far end still hears it. Seen on the lab: with 1002 (seq ~48300) before
     1001 (seq ~31900) every second of 1001 is missing, with 1002, 1003
-    (~64700), 1001 none is. So a party's `stream` n > 0 (a second call, or a
-    party the customer reaches after one whose stream is ahead) starts
-    n * STREAM_SEQ_STEP further on, with its own SSRC."""
+    (~64700), 1001 none is. So a party's `stream` n > 0 (its n-th next call)
+    starts n * STREAM_SEQ_STEP further on, with its own SSRC: 1001 called back
+    after 1002 is ahead of both earlier streams."""
     second = tone_payload(freq)
     out = bytearray(silence_pcap[:24])
     off, sample = 24, 0
