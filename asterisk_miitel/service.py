@@ -36,9 +36,9 @@ from .intake import admit, count_queued, log_outcome
 from .miitel.client import MiitelClient, Timeouts
 from .ops.metrics import ServiceMetrics
 from .outbox.lock import OutboxLock
-from .outbox.sender import Sender, map_path
+from .outbox.sender import Sender
 from .outbox.store import NewCall, Outbox, OutboxFull
-from .recordings import AllowedDirs, RecordingWatcher, recording_seconds
+from .recordings import AllowedDirs, RecordingWatcher, map_path, recording_seconds
 from .resync import Resync
 from .supervisor import Supervisor, about_call
 

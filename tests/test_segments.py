@@ -19,7 +19,6 @@ import pytest
 
 from asterisk_miitel.ami.parser import AmiParser
 from asterisk_miitel.calls.classify import (
-    AudioPlan,
     Context,
     Outcome,
     classify,
@@ -31,6 +30,7 @@ from asterisk_miitel.calls.snapshot import dump_recording, load_recording
 from asterisk_miitel.calls.state import Recording
 from asterisk_miitel.calls.tracker import CallTracker
 from asterisk_miitel.config import Config
+from asterisk_miitel.outbox.audio import AudioPlan
 
 from .support import lab_config
 from .test_classify_lab import CAPTURES, USERS

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ..recordings.spec import RecordingMode
+
 if TYPE_CHECKING:
     from .mixmonitor import MixMonitorArgs
 
 EndReason = Literal["hangup", "stopped", "gap", "pbx_restart", "shutdown"]
-RecordingMode = Literal["interleaved", "legs", "mono", "unknown"]
 
 
 @dataclass(slots=True, eq=False)

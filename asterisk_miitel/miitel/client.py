@@ -45,7 +45,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..recordings.probe import FileType, probe
+from ..recordings.probe import probe
+from ..recordings.spec import FileType
 from .errors import (
     MiitelError,
     NotSent,

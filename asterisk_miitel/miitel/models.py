@@ -23,6 +23,7 @@ from pydantic import (
     model_serializer,
 )
 
+from ..recordings.spec import ChannelType, FileType
 from .numbers import NUMBER_PATTERN
 
 TAG_MAX = 512
@@ -119,7 +120,7 @@ class CallData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     call_data_id: str = Field(min_length=1)
-    audio_file_type: Literal["wav", "mp3", "m4a"]
+    audio_file_type: FileType
     event_type: EventType
     groupname: str | None = None
     queue_name: str | None = None
@@ -127,7 +128,7 @@ class CallData(BaseModel):
     call_answered_at: Timestamp | None
     call_ends_at: Timestamp
     circuit_number: str | None = None
-    audio_channel_type: Literal["STEREO", "MONAURAL"] = "STEREO"
+    audio_channel_type: ChannelType = "STEREO"
     participants: list[Participant]
     tags: list[Tag] = Field(default_factory=list)
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..calls.classify import AudioPlan
 from ..config import Config
 from ..miitel.client import MiitelClient
 from ..miitel.errors import (
@@ -49,6 +48,7 @@ from ..recordings import (
 )
 from ..recordings.allowed import map_path
 from ..recordings.spec import is_own_leg
+from .audio import AudioPlan
 from .store import Outbox, OutboxFull, Row
 
 log = logging.getLogger("asterisk_miitel.calls")

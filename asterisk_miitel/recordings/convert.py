@@ -55,11 +55,10 @@ from .probe import (
     WAVE_FORMAT_MULAW,
     WAVE_FORMAT_PCM,
     AudioInfo,
-    FileType,
     probe,
 )
 from .sources import G711Source, PcmSource, RawPcmSource, SoundFileSource, WindowSource
-from .spec import ChannelType, PreparedAudio, RecordingSpec
+from .spec import ChannelType, FileType, PreparedAudio, RecordingSpec
 from .wavio import HEADER_BYTES, WavWriter, copy_with_fixed_header, make_private_dir
 
 CHUNK_FRAMES = 64 * 1024  # 256 KiB of stereo s16 per read

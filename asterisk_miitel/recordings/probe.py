@@ -9,12 +9,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO
+
+from .spec import FileType
 
 if TYPE_CHECKING:
     from .allowed import Opener
-
-FileType = Literal["wav", "mp3", "m4a"]
 
 # WAVE format tags we meet on Asterisk systems.
 WAVE_FORMAT_PCM = 0x0001

@@ -29,9 +29,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .probe import FileType
-
-Mode = Literal["interleaved", "legs", "mono", "unknown"]
+# How the tracker's recording is laid out on disk (the modes above).
+RecordingMode = Literal["interleaved", "legs", "mono", "unknown"]
+# What MiiTel takes, and is told in call_data (audio_file_type,
+# audio_channel_type): the bytes decide the file type (probe.py).
+FileType = Literal["wav", "mp3", "m4a"]
 ChannelType = Literal["STEREO", "MONAURAL"]
 
 
@@ -40,7 +42,7 @@ class RecordingSpec:
     """One recording as the call tracker knows it."""
 
     file: str  # absolute path given to MixMonitor (MIXMONITOR_FILENAME)
-    mode: Mode = "unknown"
+    mode: RecordingMode = "unknown"
     receive: str | None = None  # legs: r() file, audio FROM the channel -> LEFT
     transmit: str | None = None  # legs: t() file, audio TO the channel -> RIGHT
     sample_rate: int | None = None  # headerless PCM: None = from the extension (.raw: 8000)
