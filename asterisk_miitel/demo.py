@@ -27,6 +27,7 @@ from .ami.fake_server import FakeAmi, shift_times, transcript_events
 from .config import Config
 from .logs import setup_logging
 from .miitel.standin import StandIn
+from .outbox.states import FINAL
 from .service import Service
 
 DEMO_USERS = {
@@ -36,7 +37,6 @@ DEMO_USERS = {
         "endpoints": ["desk-suzuki"],
     },
 }
-FINAL = ("uploaded", "sent", "set_aside", "skipped")
 SPEAKING = 100.0  # RMS above this: someone talks on that channel
 
 

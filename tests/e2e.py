@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from asterisk_miitel.miitel.standin import StandIn
+from asterisk_miitel.outbox.states import FINAL  # outbox states with nothing to do
 
 from .lab import Lab
 from .lab.ami import AmiMessage
@@ -47,7 +48,6 @@ USERS = {
     "1002": {"miitel_user_id": HANAKO, "name": "Ishikawa Jiro"},
     "1003": {"miitel_user_id": JIRO, "name": "Ueda Saburo"},
 }
-FINAL = ("uploaded", "sent", "set_aside", "skipped")  # outbox states with nothing to do
 
 
 class ThreadedStandIn:

@@ -44,11 +44,12 @@ from ..config import Config
 from ..miitel.models import CallData, EventType, Participant, make_tags
 from ..miitel.rules import PartyRef, missing_user_ids
 from ..outbox.audio import AudioPlan
+from ..outbox.states import SetAsideCode
 from ..recordings.spec import ChannelType, FileType
 from .asterisk import mailbox_parts
 from .parties import Party, PartyResolver
 from .segments import Piece, bridged_seconds, pieces, view
-from .state import Channel, Recording, Segment, Transfer
+from .state import Channel, EndReason, Recording, Segment, Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,9 @@ class Outcome:
     audio: AudioPlan
     skip: str | None = None  # not sent, by design (e.g. unanswered, no audio)
     set_aside: str | None = None  # cannot be sent as it is: a person must act
-    set_aside_code: str | None = None  # users | number | schema | incomplete | untracked
+    set_aside_code: SetAsideCode | None = None  # users | number | schema | incomplete | untracked
     explain: tuple[str, ...] = ()
-    end_reason: str | None = None
+    end_reason: EndReason | None = None
     notes: tuple[str, ...] = field(default=())
     # The extension behind each participant (None for outside numbers), in
     # call_data's order, so a fixed [users] map can be applied on retry.
@@ -652,7 +653,7 @@ def _assemble(
     except ValidationError as exc:  # a bug or an impossible value: say which
         problems.append(f"call_data does not fit MiiTel's schema: {exc.errors()[0]['msg']}")
         call_data = None
-    code = None
+    code: SetAsideCode | None = None
     if problems:
         code = "schema" if call_data is None else "number" if number_problems else "users"
     return Outcome(

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..recordings.spec import RecordingMode
 from .asterisk import (
     bridged_only,
     plain_name,
@@ -50,6 +51,9 @@ OnChanged = Callable[[Recording], None]
 OnGone = Callable[[Channel], None]
 
 _NO_NUMBER = ("", "<unknown>")
+# The modes our dialplan's MiiTelRecording event may say (Mode: header).
+_ANNOUNCED_MODES: dict[str, RecordingMode] = {
+    "interleaved": "interleaved", "legs": "legs", "mono": "mono"}
 
 
 @dataclass
@@ -131,14 +135,14 @@ class CallTracker:
 
     def feed(self, event: Event, received_at: float) -> None:
         """Fold one event. Never raises for bad input: counts and notes it."""
-        name = event.get("Event")
+        name = event.get("Event") or ""
         self.stats.events += 1
-        handler = self._handlers.get(name or "")
+        handler = self._handlers.get(name)
         if handler is None:
             self.stats.ignored += 1
             return
         by = self.stats.by_event
-        by[name] = by.get(name, 0) + 1  # type: ignore[index]
+        by[name] = by.get(name, 0) + 1
         ts = received_at
         stamp = event.get("Timestamp")
         if stamp:
@@ -871,9 +875,9 @@ class CallTracker:
                 return
             if run is not None:
                 run.rec, run.file, run.done = rec, file, True
-            mode = event.get("Mode", "")
-            if mode in ("interleaved", "legs", "mono"):
-                rec.mode = mode  # type: ignore[assignment]
+            mode = _ANNOUNCED_MODES.get(event.get("Mode", ""))
+            if mode is not None:
+                rec.mode = mode
             rec.receive = event.get("Receive") or rec.receive
             rec.transmit = event.get("Transmit") or rec.transmit
             rec.mixmonitor_id = event.get("MixMonitorID") or rec.mixmonitor_id

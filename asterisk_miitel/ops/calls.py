@@ -22,11 +22,10 @@ from typing import Any
 
 from ..miitel.redact import scrub
 from ..outbox.lock import lock_path
-from ..outbox.store import NEEDS_FORCE, STATES, Outbox, Row, Step
+from ..outbox.states import DONE, IN_PROGRESS, NEEDS_FORCE, STATES
+from ..outbox.store import Outbox, Row, Step
 
 DEFAULT_LIMIT = 50
-IN_PROGRESS = ("waiting_recording", "ready", "posting", "created")
-DONE = ("uploaded", "sent")
 
 # meta key the running service refreshes with every heartbeat (service.py).
 META_SERVICE = "service.status"

@@ -43,7 +43,8 @@ from aiohttp import web
 from .. import __version__
 from ..miitel.redact import scrub
 from ..outbox.manage import retry
-from ..outbox.store import STATES, Row
+from ..outbox.states import MIITEL_CODES, STATES
+from ..outbox.store import Row
 from . import calls as ops_calls
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("asterisk_miitel.console")
 
 RECENT = 50
-# Set aside because of what MiiTel answered (or did not): a MiiTel problem.
-MIITEL_CODES = frozenset({"rejected", "outcome_unknown", "upload_refused", "upload_expired"})
 STATE_LABELS = {
     "waiting_recording": "waiting for the recording", "ready": "ready to send",
     "posting": "being sent", "created": "uploading", "uploaded": "uploaded",

@@ -17,10 +17,7 @@ from typing import Protocol
 from ..ami.listener import ListenerStats
 from ..calls.tracker import TrackerStats
 from ..outbox.sender import SenderStats
-
-# Calls that have not reached a final state (uploaded, sent, set_aside,
-# skipped): the outbox's depth. `posting` counts: its POST is in flight.
-NOT_FINAL = ("waiting_recording", "ready", "posting", "created")
+from ..outbox.states import IN_PROGRESS
 
 
 class ListenerView(Protocol):
@@ -79,7 +76,8 @@ class OutboxSnapshot:
 
     @property
     def depth(self) -> int:
-        return sum(self.counts.get(s, 0) for s in NOT_FINAL)
+        """Calls not final yet (a POST in flight counts): the outbox's depth."""
+        return sum(self.counts.get(s, 0) for s in IN_PROGRESS)
 
 
 async def snapshot_outbox(outbox: OutboxView) -> OutboxSnapshot:

@@ -4,6 +4,7 @@ file(s) to send and how to read them, until the sender prepares them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..recordings.spec import ChannelType, FileType, RecordingMode, RecordingSpec
 
@@ -39,9 +40,9 @@ class AudioPlan:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> AudioPlan:
-        values = dict(data)
+        values: dict[str, Any] = dict(data)  # as stored: JSON, the fields by name
         window = values.pop("window", None)
-        plan = cls(**values)  # type: ignore[arg-type]
+        plan = cls(**values)
         if isinstance(window, list | tuple) and len(window) == 2:
             start, end = window
             plan = replace(plan, window=(float(start), None if end is None else float(end)))

@@ -13,7 +13,8 @@ from ..miitel.models import EventType
 from ..miitel.numbers import InvalidNumber
 from ..miitel.redact import scrub
 from ..miitel.rules import PartyRef, missing_user_ids
-from .store import NEEDS_FORCE, STATES, Outbox, Row
+from .states import NEEDS_FORCE, STATES
+from .store import Outbox, Row
 
 SOURCE_LABELS = {
     "gap": "finished after an AMI outage",

@@ -49,6 +49,7 @@ from ..recordings import (
 from ..recordings.allowed import map_path
 from ..recordings.spec import is_own_leg
 from .audio import AudioPlan
+from .states import SetAsideCode, State
 from .store import Outbox, OutboxFull, Row
 
 log = logging.getLogger("asterisk_miitel.calls")
@@ -395,7 +396,7 @@ class Sender:
         shared = await self.outbox.file_needed_by_others(row.file, row.id)
         await asyncio.to_thread(self._cleanup, row, shared)
 
-    async def _finish(self, row: Row, state: str, reason: str | None, sent: int) -> None:
+    async def _finish(self, row: Row, state: State, reason: str | None, sent: int) -> None:
         now = self._clock()
         await self._save(
             row.id, state=state, reason=reason, uploaded_at=now, upload_url=None,
@@ -429,7 +430,7 @@ class Sender:
             f"--force {row.id}` creates a new one with the audio",
         )
 
-    async def _aside(self, row: Row, code: str, reason: str) -> None:
+    async def _aside(self, row: Row, code: SetAsideCode, reason: str) -> None:
         await self._save(row.id, state="set_aside", reason_code=code, reason=reason)
         self.stats.set_aside += 1
         self.stats.count(f"set_aside:{code}")
@@ -439,7 +440,7 @@ class Sender:
         self._notify("set_aside", row, {"code": code})
 
     async def _retry(
-        self, row: Row, error: str, retry_after: float | None, *, state: str
+        self, row: Row, error: str, retry_after: float | None, *, state: State
     ) -> float:
         attempts = row.attempts + 1
         cfg = self.config.miitel

@@ -33,39 +33,14 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiosqlite
 
-State = Literal[
-    "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
-    "skipped",
-]
-STATES: tuple[State, ...] = (
-    "waiting_recording", "ready", "posting", "created", "uploaded", "sent", "set_aside",
-    "skipped",
-)
-# How a call was learnt (`source`): followed live, finished from what was known
-# after an AMI gap or a restart (of the PBX, or ours), or rebuilt from the CDR.
-Source = Literal["live", "gap", "restart", "catchup", "backfill"]
-# `reason_code` of a skipped call: a [send] rule, or nothing to send (unanswered).
-SkipCode = Literal["policy", "unanswered"]
-# `reason_code` of a set-aside call: at intake (users, number, schema,
-# incomplete, untracked), or by the sender (the rest).
-SetAsideCode = Literal[
-    "users", "number", "schema", "incomplete", "untracked",
-    "recording", "rejected", "outcome_unknown", "upload_refused", "upload_expired",
-]
-ReasonCode = SkipCode | SetAsideCode
-# The states the sender works on (due when next_attempt_at has come).
-ACTIVE: tuple[State, ...] = ("waiting_recording", "ready", "created")
-_ACTIVE_SQL = "('" + "','".join(ACTIVE) + "')"
-# Not final yet: also a POST in flight.
-_IN_PROGRESS_SQL = "('" + "','".join((*ACTIVE, "posting")) + "')"
+from .states import ACTIVE, IN_PROGRESS, STATES, ReasonCode, SetAsideCode, Source, State
 
-# Why a call was set aside; `retry` without --force refuses these kinds, where
-# sending again may create a second call history in MiiTel.
-NEEDS_FORCE = frozenset({"outcome_unknown", "upload_expired", "upload_refused"})
+_ACTIVE_SQL = "('" + "','".join(ACTIVE) + "')"
+_IN_PROGRESS_SQL = "('" + "','".join(IN_PROGRESS) + "')"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -123,7 +98,7 @@ class Row:
     file: str
     state: State
     reason: str | None
-    reason_code: str | None
+    reason_code: ReasonCode | None
     source: str
     call_data: dict[str, Any] | None
     audio: dict[str, Any]
@@ -372,7 +347,7 @@ class Outbox:
                 state = row["state"] if row else "?"
             await _step(db, call_id, now, state, detail)
 
-    async def set_aside(self, call_id: str, code: str, reason: str) -> None:
+    async def set_aside(self, call_id: str, code: SetAsideCode, reason: str) -> None:
         await self.update(call_id, state="set_aside", reason_code=code, reason=reason)
 
     async def mark_posting(self, call_id: str) -> None:
@@ -464,7 +439,7 @@ class Outbox:
             rows = await cur.fetchall()
         return [Row.from_sql(r) for r in rows]
 
-    async def set_aside_as(self, code: str, limit: int = 50) -> tuple[list[Row], int]:
+    async def set_aside_as(self, code: SetAsideCode, limit: int = 50) -> tuple[list[Row], int]:
         """Calls set aside with `reason_code`, oldest call first, and how many there are."""
         where = "FROM calls WHERE state = 'set_aside' AND reason_code = ?"
         async with self.db.execute(f"SELECT COUNT(*) AS n {where}", (code,)) as cur:
