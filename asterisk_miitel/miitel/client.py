@@ -1,7 +1,8 @@
 """HTTP client for MiiTel's Incoming Webhook: create call histories, upload recordings.
 
-Two requests per call (see NOTES.md §1): `POST <webhook_url>` with
-`{"call_data": [...]}` answers one signed upload URL per `call_data_id`, then
+Two requests per call, as MiiTel's Incoming Webhook works (README, "What
+each answer from MiiTel does"): `POST <webhook_url>` with `{"call_data": [...]}`
+answers one signed upload URL per `call_data_id` (valid 3 hours), then
 `PUT <upload url>` sends the audio file. Every failure is raised as one of the
 classes in `errors`, which tell the caller whether repeating is safe.
 

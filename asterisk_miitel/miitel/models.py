@@ -1,6 +1,7 @@
 """call_data as MiiTel's Incoming Webhook schema defines it.
 
-The models mirror ../shared/miitel/incoming_webhook.schema.json: Participant
+The models mirror MiiTel's official Incoming Webhook schema, shipped beside
+this module as incoming_webhook.schema.json: Participant
 and Tag forbid extra keys, CallData allows them (we add `group_name`, the
 spelling MiiTel's own code samples send, next to the schema's `groupname`).
 Anything built here passes the official schema; the contract test checks it.

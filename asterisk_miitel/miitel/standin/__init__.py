@@ -1,7 +1,7 @@
 """A stand-in for MiiTel's Incoming Webhook (`asterisk-miitel mock-miitel`).
 
-It behaves like the Incoming Webhook as far as MiiTel documents it (NOTES.md
-§1): the official schema on POST, signed upload URLs valid for 3 hours, the
+It behaves like the Incoming Webhook as far as MiiTel documents it: the
+official schema on POST (../incoming_webhook.schema.json), signed upload URLs valid for 3 hours, the
 errors a call history shows when its recording is missing or does not match
 its call data. Users run it for staging; every test in the project talks to
 it over real HTTP.

@@ -24,7 +24,8 @@ from typing import Any
 
 from ...recordings.probe import AudioInfo
 
-# The messages MiiTel shows on a call history (help article, NOTES.md §1).
+# The messages MiiTel shows on a call history whose recording is missing or
+# cannot be analysed (quoted from MiiTel's help article).
 NOT_UPLOADED = (
     "Analytics engine is not started because the audio file has not been uploaded "
     "or is uploading"
