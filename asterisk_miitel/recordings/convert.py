@@ -35,7 +35,6 @@ import secrets
 import struct
 from array import array
 from dataclasses import dataclass
-from typing import Literal
 
 from .allowed import AllowedDirs, Opener, open_plain
 from .containers import StreamInfo, m4a_info, mp3_info
@@ -47,7 +46,9 @@ from .errors import (
     RecordingMissing,
     RecordingUnreadable,
     UnsupportedRecording,
+    unreadable_message,
 )
+from .g711 import Law
 from .probe import (
     HEAD_BYTES,
     WAVE_FORMAT_ALAW,
@@ -278,7 +279,7 @@ class _Job:
             return RawPcmSource(path, rate=rate, channels=channels, offset=offset, length=length,
                                 opener=self.opener)
         if tag in (WAVE_FORMAT_MULAW, WAVE_FORMAT_ALAW) and bits == 8:
-            law: Literal["ulaw", "alaw"] = "ulaw" if tag == WAVE_FORMAT_MULAW else "alaw"
+            law: Law = "ulaw" if tag == WAVE_FORMAT_MULAW else "alaw"
             return G711Source(path, law, rate=rate, channels=channels, offset=offset,
                               length=length, opener=self.opener)
         return self._libsndfile(path, info)
@@ -309,7 +310,7 @@ class _Job:
                 )
             return source
         if ext in ULAW_EXTS or ext in ALAW_EXTS:
-            law: Literal["ulaw", "alaw"] = "ulaw" if ext in ULAW_EXTS else "alaw"
+            law: Law = "ulaw" if ext in ULAW_EXTS else "alaw"
             return G711Source(path, law, rate=self.spec.sample_rate or 8000, channels=1,
                               offset=0, length=size, opener=self.opener)
         if ext == "gsm":
@@ -541,12 +542,11 @@ class _Job:
         problem = disk_space_problem(self.work_dir, needed, reserve_bytes=self.reserve_bytes)
         if problem:
             raise InsufficientDiskSpace(source_path, f"cannot convert {source_path}: {problem}")
-        stem = os.path.basename(source_path).rsplit(".", 1)[0] or "recording"
-        return os.path.join(self.work_dir, f"{stem}.{secrets.token_hex(4)}.wav")
+        return os.path.join(self.work_dir, f"{_stem(source_path)}.{secrets.token_hex(4)}.wav")
 
     def _temp_path(self, source_path: str, suffix: str) -> str:
-        stem = os.path.basename(source_path).rsplit(".", 1)[0] or "recording"
-        path = os.path.join(self.work_dir, f".{stem}.{secrets.token_hex(4)}.fixed{suffix}")
+        path = os.path.join(self.work_dir,
+                            f".{_stem(source_path)}.{secrets.token_hex(4)}.fixed{suffix}")
         self.temps.append(path)
         return path
 
@@ -586,22 +586,9 @@ def _missing_message(path: str) -> str:
     return f"recording {path} not found: {where}"
 
 
-def unreadable_message(path: str) -> str:
-    user = _user_name()
-    return (
-        f"recording {path} exists but the service's user ({user}) may not read it: add that "
-        "user to the group that owns Asterisk's recordings (usually 'asterisk'), or set "
-        "Asterisk's umask so group members can read its files"
-    )
-
-
-def _user_name() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError, AttributeError):  # pragma: no cover - not POSIX
-        return "this user"
+def _stem(path: str) -> str:
+    """The file's name without its extension: our own files are named after it."""
+    return os.path.basename(path).rsplit(".", 1)[0] or "recording"
 
 
 def _ext(path: str) -> str:

@@ -6,6 +6,8 @@ texts end up in the service's log and in the `check` command's output.
 
 from __future__ import annotations
 
+import os
+
 
 class RecordingError(Exception):
     """A recording cannot be turned into something MiiTel takes."""
@@ -42,3 +44,22 @@ class InsufficientDiskSpace(RecordingError):
 class OutsideRecordingDirs(RecordingError):
     """The name points outside [recordings] dirs and the voicemail spool (recordings/allowed.py):
     never opened, never sent, never deleted."""
+
+
+def unreadable_message(path: str) -> str:
+    """A file Asterisk wrote that this service's user may not read: what to do."""
+    return (
+        f"recording {path} exists but the service's user ({running_user()}) may not read it: "
+        "add that user to the group that owns Asterisk's recordings (usually 'asterisk'), "
+        "and make Asterisk create group-readable files (its umask)"
+    )
+
+
+def running_user() -> str:
+    """The name of the user this service runs as, for messages."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError, AttributeError):  # pragma: no cover - not POSIX
+        return "this user"

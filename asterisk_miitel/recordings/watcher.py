@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .allowed import AllowedDirs, open_plain
-from .errors import RecordingMissing, RecordingUnreadable
+from .errors import RecordingMissing, RecordingUnreadable, running_user, unreadable_message
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +443,7 @@ class RecordingWatcher:
             with opener(state.path) as fh:
                 size = os.fstat(fh.fileno()).st_size
         except PermissionError:
-            raise RecordingUnreadable(state.path, _unreadable(state.path)) from None
+            raise RecordingUnreadable(state.path, unreadable_message(state.path)) from None
         except FileNotFoundError:
             # Closed, then deleted or moved before we looked (MixMonitor's d option)
             raise RecordingMissing(
@@ -489,7 +489,7 @@ def check_access(directory: str) -> str | None:
     itself, not at files Asterisk will create (their mode comes from
     Asterisk's umask: see the `unreadable` message).
     """
-    user = _user()
+    user = running_user()
     try:
         info = os.stat(directory)
     except FileNotFoundError:
@@ -515,14 +515,6 @@ def check_access(directory: str) -> str | None:
     return None
 
 
-def _unreadable(path: str) -> str:
-    return (
-        f"recording {path} exists but the service's user ({_user()}) may not read it: add "
-        "that user to the group that owns Asterisk's recordings (usually 'asterisk'), and make "
-        "Asterisk create group-readable files (its umask)"
-    )
-
-
 def _signature(path: str) -> tuple[int, int, int] | None:
     """(size, mtime ns, inode), None when the file does not exist yet."""
     try:
@@ -532,14 +524,5 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     except NotADirectoryError:
         return None
     except PermissionError:
-        raise RecordingUnreadable(path, _unreadable(path)) from None
+        raise RecordingUnreadable(path, unreadable_message(path)) from None
     return st.st_size, st.st_mtime_ns, st.st_ino
-
-
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError, AttributeError):  # pragma: no cover - not POSIX
-        return "this user"
