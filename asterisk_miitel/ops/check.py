@@ -296,13 +296,23 @@ _BANNER_MAJOR = {"2": 13, "3": 14, "4": 15, "5": 16, "6": 17, "7": 18, "8": 19, 
                  "10": 21, "11": 22}
 
 
+def _probed_version(probe: AmiProbe) -> tuple[str | None, tuple[int, int] | None]:
+    """CoreSettings' AsteriskVersion as said, and parsed (None: not known)."""
+    raw = (probe.settings or {}).get("AsteriskVersion")
+    return raw, parse_version(raw)
+
+
+def _banner_guess(probe: AmiProbe) -> str:
+    """What the AMI banner suggests when the version is not known: ` (AMI 9.0.0: Asterisk 20?)`."""
+    major = _BANNER_MAJOR.get((probe.banner or "").split(".")[0])
+    return f" (AMI {probe.banner}: Asterisk {major}?)" if major else ""
+
+
 def version_result(probe: AmiProbe) -> CheckResult:
     name = "Asterisk version"
-    raw = (probe.settings or {}).get("AsteriskVersion")
-    version = parse_version(raw)
+    raw, version = _probed_version(probe)
     if version is None:
-        major = _BANNER_MAJOR.get((probe.banner or "").split(".")[0])
-        hint = f" (AMI {probe.banner}: Asterisk {major}?)" if major else ""
+        hint = _banner_guess(probe)
         return CheckResult(name, None, f"unknown{hint}: needs CoreSettings (write = "
                            "reporting); the dialplan falls back to r()/t() legs when unsure")
     if version[0] < 16:
@@ -335,11 +345,9 @@ def mixmonitor_result(probe: AmiProbe) -> CheckResult:
                            "arrived: the manager user's eventfilter drops it, and recordings "
                            "named relative to the monitor folder cannot be found. Use "
                            "dialplan/manager_miitel.conf's eventfilter lines" + heard)
-    raw = (probe.settings or {}).get("AsteriskVersion")
-    version = parse_version(raw)
+    raw, version = _probed_version(probe)
     if version is None:
-        major = _BANNER_MAJOR.get((probe.banner or "").split(".")[0])
-        guess = f" (AMI {probe.banner}: Asterisk {major}?)" if major else ""
+        guess = _banner_guess(probe)
         return CheckResult(name, None, f"unknown whether this Asterisk sends MixMonitorStart"
                            f"{guess}: it does from 16.17, 18.3 and 19; the service opens each "
                            "recording from whichever of MixMonitorStart, Newexten(MixMonitor) "
