@@ -66,7 +66,7 @@ CHUNK_SIZE = 256 * 1024
 ANSWER_LIMIT = 1024 * 1024  # bytes of an answer's body read at most
 _ANSWER_CHUNK = 64 * 1024
 _LIMIT_TEXT = f"{ANSWER_LIMIT / (1024 * 1024):g} MiB"
-CONTENT_TYPES: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
+CONTENT_TYPES: dict[FileType, str] = {"wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
 # Answers that mean "not processed, not now": HTTP defines 429 (too many
 # requests), 503 (unavailable) and 408 (gave up waiting for the request) so.
 # Any other 5xx may come after the server acted (see errors.ServerError).
