@@ -32,7 +32,8 @@ from typing import Any, Protocol, TypeGuard, get_args
 from .calls.classify import Outcome, call_data_id
 from .config import Config
 from .ops.policy import decide
-from .outbox.store import NewCall, ReasonCode, SetAsideCode, Source, State
+from .outbox.states import ReasonCode, SetAsideCode, Source, State
+from .outbox.store import NewCall
 
 calls_log = logging.getLogger("asterisk_miitel.calls")
 

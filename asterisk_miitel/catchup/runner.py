@@ -28,7 +28,8 @@ from typing import Any
 from ..calls.classify import Context, call_data_id, classify, recording_key
 from ..config import Config
 from ..intake import IntakeCounter, admit, count_queued, log_outcome
-from ..outbox.store import Outbox, Source
+from ..outbox.states import Source
+from ..outbox.store import Outbox
 from ..recordings import map_path
 from .config import CatchupConfig, freepbx_database_url, zone
 from .files import FileIndex, Message, find_voicemail, scan_recordings
