@@ -43,7 +43,7 @@ from aiohttp import web
 from .. import __version__
 from ..miitel.redact import scrub
 from ..outbox.manage import retry
-from ..outbox.states import MIITEL_CODES, STATES
+from ..outbox.states import IN_PROGRESS, MIITEL_CODES, STATES
 from ..outbox.store import Row
 from . import calls as ops_calls
 
@@ -178,7 +178,7 @@ async def _index(request: web.Request) -> web.Response:
     counts = await outbox.counts()
     aside = [r for r in await outbox.recent(states=["set_aside"], limit=RECENT)]
     recent = await outbox.recent(states=states, limit=RECENT)
-    retrying = [r for r in await outbox.recent(states=ops_calls.IN_PROGRESS, limit=200)
+    retrying = [r for r in await outbox.recent(states=IN_PROGRESS, limit=200)
                 if r.last_error]
     last_upload = await outbox.last_uploaded_at()
     parts = [
@@ -219,7 +219,7 @@ async def _call_page(console: Console, row: Row, flash: tuple[bool, str] | None,
         p = d.prepared
         facts.append(("uploaded file", _e(f"{p.get('file_type')}, {p.get('channel_type')}, "
                                           f"{p.get('duration') or 0:.1f} s")))
-    if d.last_error and ln.state in ops_calls.IN_PROGRESS:
+    if d.last_error and ln.state in IN_PROGRESS:
         facts.append(("last error", _e(f"{d.last_error} (attempt {d.attempts}, next "
                                        f"{d.next_attempt_at or 'now'})")))
     if ln.source != "live":

@@ -44,7 +44,8 @@ SetAsideCode = Literal[
     "upload_refused",
     "upload_expired",
 ]
-# Why a call is skipped: not sent, by design.
+# Why a call is skipped, not sent by design: a [send] rule, or nothing to send
+# (nobody answered).
 SkipCode = Literal["policy", "unanswered"]
 ReasonCode = SetAsideCode | SkipCode
 
