@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -149,15 +149,10 @@ class StatsCollector(Collector):
         s = listener.stats
         yield GaugeMetricFamily(f"{PREFIX}_ami_connected", _HELP["ami_connected"],
                                 value=1 if s.connected else 0)
-        for name, value in (("ami_connects", s.connects), ("ami_reconnects", s.reconnects),
-                            ("ami_dead_links", s.dead_links),
-                            ("ami_login_failures", s.login_failures)):
-            yield CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name], value=value)
-        dropped = CounterMetricFamily(f"{PREFIX}_ami_dropped", _HELP["ami_dropped"],
-                                      labels=["reason"])
-        for reason, count in sorted(s.dropped.items()):
-            dropped.add_metric([reason], count)
-        yield dropped
+        yield from _counters((("ami_connects", s.connects), ("ami_reconnects", s.reconnects),
+                              ("ami_dead_links", s.dead_links),
+                              ("ami_login_failures", s.login_failures)))
+        yield _labelled(CounterMetricFamily, "ami_dropped", "reason", s.dropped)
         if s.last_event_at is not None:
             yield GaugeMetricFamily(f"{PREFIX}_ami_last_event_age_seconds",
                                     _HELP["ami_last_event_age_seconds"],
@@ -165,30 +160,20 @@ class StatsCollector(Collector):
 
     def _tracker(self) -> Iterable[Metric]:
         s = self.service.tracker.stats
-        events = CounterMetricFamily(f"{PREFIX}_ami_events", _HELP["ami_events"],
-                                     labels=["event"])
-        for name, count in sorted(s.by_event.items()):
-            events.add_metric([name], count)
-        yield events
-        for name, value in (("ami_events_ignored", s.ignored),
-                            ("ami_events_malformed", s.bad_events),
-                            ("recordings_opened", s.recordings_opened),
-                            ("recordings_closed", s.recordings_closed)):
-            yield CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name], value=value)
+        yield _labelled(CounterMetricFamily, "ami_events", "event", s.by_event)
+        yield from _counters((("ami_events_ignored", s.ignored),
+                              ("ami_events_malformed", s.bad_events),
+                              ("recordings_opened", s.recordings_opened),
+                              ("recordings_closed", s.recordings_closed)))
 
     def _sender(self) -> Iterable[Metric]:
         sender = self.service.sender
         if sender is None:
             return
         s = sender.stats
-        for name, value in (("posts", s.posted), ("uploads", s.uploaded),
-                            ("retries", s.retries), ("uploaded_bytes", s.upload_bytes)):
-            yield CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name], value=value)
-        outcomes = CounterMetricFamily(f"{PREFIX}_sender_outcomes", _HELP["sender_outcomes"],
-                                       labels=["outcome"])
-        for outcome, count in sorted(s.by_outcome.items()):
-            outcomes.add_metric([outcome], count)
-        yield outcomes
+        yield from _counters((("posts", s.posted), ("uploads", s.uploaded),
+                              ("retries", s.retries), ("uploaded_bytes", s.upload_bytes)))
+        yield _labelled(CounterMetricFamily, "sender_outcomes", "outcome", s.by_outcome)
 
     def _outbox(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(f"{PREFIX}_outbox_accepting", _HELP["outbox_accepting"],
@@ -196,17 +181,30 @@ class StatsCollector(Collector):
         snap = self.outbox
         if snap is None or snap.error is not None:
             return
-        by_state = GaugeMetricFamily(f"{PREFIX}_outbox_calls", _HELP["outbox_calls"],
-                                     labels=["state"])
-        for state, count in sorted(snap.counts.items()):
-            by_state.add_metric([state], count)
-        yield by_state
+        yield _labelled(GaugeMetricFamily, "outbox_calls", "state", snap.counts)
         yield GaugeMetricFamily(f"{PREFIX}_outbox_depth", _HELP["outbox_depth"],
                                 value=snap.depth)
         if snap.oldest_waiting_at is not None:
             age = max(0.0, self.service.clock() - snap.oldest_waiting_at)
             yield GaugeMetricFamily(f"{PREFIX}_outbox_oldest_waiting_seconds",
                                     _HELP["outbox_oldest_waiting_seconds"], value=age)
+
+
+def _counters(values: Iterable[tuple[str, float]]) -> Iterator[Metric]:
+    """One counter per (name, value), named and described from _HELP."""
+    for name, value in values:
+        yield CounterMetricFamily(f"{PREFIX}_{name}", _HELP[name], value=value)
+
+
+def _labelled(
+    family: type[CounterMetricFamily | GaugeMetricFamily], name: str, label: str,
+    counts: Mapping[str, float],
+) -> Metric:
+    """One metric with a sample per key of `counts` (sorted), the key as `label`."""
+    metric = family(f"{PREFIX}_{name}", _HELP[name], labels=[label])
+    for key, count in sorted(counts.items()):
+        metric.add_metric([key], count)
+    return metric
 
 
 def _event_type(call_data: Mapping[str, Any] | None) -> str:

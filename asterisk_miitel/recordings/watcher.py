@@ -191,6 +191,11 @@ class RecordingWatcher:
         if self._inotify is not None:
             self._inotify.close()
             self._inotify = None
+        self._forget_watches()
+
+    def _forget_watches(self) -> None:
+        """inotify is gone: no watch is left, and every wait polls (woken to
+        notice), no writer assumed."""
         self._dirs.clear()
         self._wd_dirs.clear()
         for state in self._states.values():
@@ -290,11 +295,7 @@ class RecordingWatcher:
         except Exception:  # the fd died: carry on by polling rather than stall calls
             log.exception("inotify reader failed: recordings are watched by polling")
             inotify, self._inotify = self._inotify, None
-            self._dirs.clear()
-            self._wd_dirs.clear()
-            for state in self._states.values():
-                state.writer_seen = False
-                state.wake()
+            self._forget_watches()
             if inotify is not None:
                 inotify.close()
 
