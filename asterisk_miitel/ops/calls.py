@@ -22,7 +22,7 @@ from typing import Any
 
 from ..miitel.redact import scrub
 from ..outbox.lock import lock_path
-from ..outbox.states import DONE, IN_PROGRESS, NEEDS_FORCE, STATES
+from ..outbox.states import DONE, IN_PROGRESS, NEEDS_FORCE, STATES, ReasonCode, State
 from ..outbox.store import Outbox, Row, Step
 
 DEFAULT_LIMIT = 50
@@ -49,8 +49,8 @@ class CallLine:
     time: str  # `at` in the PBX's zone, ISO 8601 to the second
     event_type: str | None
     parties: str  # "FROM 0312349999 Tanaka -> TO 1001 Suzuki"
-    state: str
-    reason_code: str | None
+    state: State
+    reason_code: ReasonCode | None
     reason: str | None
     source: str
     action: str  # what a person should do (or "nothing: ...")
