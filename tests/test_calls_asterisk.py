@@ -15,7 +15,7 @@ from asterisk_miitel.calls.asterisk import (
     voicemail_box,
     voicemail_recording,
 )
-from asterisk_miitel.calls.classify import AudioPlan, Context, classify
+from asterisk_miitel.calls.classify import Context, classify
 from asterisk_miitel.calls.snapshot import dump_recording, load_recording
 from asterisk_miitel.calls.state import Channel, Recording
 from asterisk_miitel.calls.tracker import CallTracker
@@ -23,6 +23,7 @@ from asterisk_miitel.catchup.files import FileIndex
 from asterisk_miitel.catchup.rebuild import BuildContext, CallBuilder
 from asterisk_miitel.catchup.rows import CdrRow
 from asterisk_miitel.config import Config
+from asterisk_miitel.outbox.audio import AudioPlan
 
 from .support import lab_config
 
