@@ -11,6 +11,7 @@ from asterisk_miitel.calls.asterisk import (
     bridged_only,
     context_kind,
     mailbox_parts,
+    queue_name,
     recording_mode,
     voicemail_box,
     voicemail_recording,
@@ -63,6 +64,11 @@ def test_freepbx_dialplan_contexts_are_not_entry_contexts(context: str) -> None:
     lab's FreePBX queue and ring group CDRs): catch-up must not read them."""
     assert context_kind(context) == ("internal", "freepbx-context")
     assert context_kind(context, dialplan=False) is None
+
+
+def test_queue_name_is_queues_first_argument() -> None:
+    assert queue_name("support,t,,,60") == "support"
+    assert queue_name(",t") is None
 
 
 # -- voicemail --------------------------------------------------------------------------

@@ -91,6 +91,15 @@ def context_kind(context: str, internal: Collection[str] = (), external: Collect
     return None
 
 
+# -- dialplan applications ---------------------------------------------------------------
+
+
+def queue_name(appdata: str) -> str | None:
+    """The queue Queue(queuename[,options...]) puts the caller in (Newexten's
+    AppData, a CDR row's lastdata)."""
+    return appdata.split(",", 1)[0] or None
+
+
 # -- voicemail --------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from ..recordings.spec import RecordingMode
 from .asterisk import (
     bridged_only,
     plain_name,
+    queue_name,
     recording_mode,
     voicemail_box,
     voicemail_recording,
@@ -854,7 +855,7 @@ class CallTracker:
             ch.voicemail_box = voicemail_box(data) or ch.voicemail_box
             self._touch(ch)
         elif name == "Queue":
-            ch.queue = ch.queue or data.split(",", 1)[0] or None
+            ch.queue = ch.queue or queue_name(data)
 
     def _userevent(self, event: Event, ts: float) -> None:
         kind = event.get("UserEvent", "")

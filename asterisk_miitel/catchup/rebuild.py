@@ -27,6 +27,7 @@ from ..calls.asterisk import (
     ContextKind,
     bridged_only,
     context_kind,
+    queue_name,
     recording_mode,
     voicemail_box,
     voicemail_recording,
@@ -224,7 +225,7 @@ class CallBuilder:
                     a.group = a.group or value
             app = row.lastapp.lower()
             if app == "queue" and row.lastdata:
-                a.queue = a.queue or row.lastdata.split(",", 1)[0] or None
+                a.queue = a.queue or queue_name(row.lastdata)
             if app == "voicemail" and row.lastdata:
                 a.voicemail_box = a.voicemail_box or voicemail_box(row.lastdata)
             if not row.dstchannel:
