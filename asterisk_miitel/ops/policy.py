@@ -1,7 +1,8 @@
 """Which recorded calls are sent to MiiTel: the admin's rules ([send] in the config).
 
-A pure function, called at intake on each assembled call. A call no rule
-excludes is sent (the default, with an empty [send], is every recorded call).
+A pure function, called at intake (intake.admit, for live and caught-up calls
+alike) on each assembled call. A call no rule excludes is sent (the default,
+with an empty [send], is every recorded call).
 A skipped call is still recorded in the outbox with the reason this returns,
 so `status` can say why MiiTel never got it.
 
