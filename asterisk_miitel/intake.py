@@ -27,12 +27,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol, TypeGuard, get_args
+from typing import Any, Protocol
 
 from .calls.classify import Outcome, call_data_id
 from .config import Config
 from .ops.policy import decide
-from .outbox.states import ReasonCode, SetAsideCode, Source, State
+from .outbox.states import ReasonCode, Source, State
 from .outbox.store import NewCall
 
 calls_log = logging.getLogger("asterisk_miitel.calls")
@@ -41,7 +41,6 @@ calls_log = logging.getLogger("asterisk_miitel.calls")
 # end reason says how it was learnt.
 SOURCE_BY_END: dict[str, Source] = {"gap": "gap", "pbx_restart": "restart", "shutdown": "restart"}
 CAUGHT_UP: frozenset[Source] = frozenset({"catchup", "backfill"})
-_SET_ASIDE_CODES: frozenset[str] = frozenset(get_args(SetAsideCode))
 
 
 class IntakeCounter(Protocol):
@@ -108,21 +107,9 @@ def state_of(outcome: Outcome) -> tuple[State, ReasonCode | None]:
     if outcome.skip:
         return "skipped", "policy" if outcome.skip.startswith("send.") else "unanswered"
     if outcome.set_aside:
-        return "set_aside", set_aside_code(outcome.set_aside_code)
+        # No code given: a missing user, the commonest.
+        return "set_aside", outcome.set_aside_code or "users"
     return "waiting_recording", None
-
-
-def set_aside_code(code: str | None) -> SetAsideCode:
-    """classify()'s set-aside code; none given means a missing user (the commonest)."""
-    if not code:
-        return "users"
-    if not _is_set_aside_code(code):
-        raise ValueError(f"unknown set-aside code {code!r}")
-    return code
-
-
-def _is_set_aside_code(code: str) -> TypeGuard[SetAsideCode]:
-    return code in _SET_ASIDE_CODES
 
 
 def log_outcome(call: NewCall) -> None:

@@ -82,12 +82,6 @@ def test_set_aside_code_defaults_to_users(demo: Outcome) -> None:
     assert (call.state, call.reason_code) == ("set_aside", "number")
 
 
-def test_an_unknown_set_aside_code_is_a_bug_said_at_once(demo: Outcome) -> None:
-    with pytest.raises(ValueError, match="typo"):
-        admit(replace(demo, set_aside="x", set_aside_code="typo"), "live", pbx_id="lab",
-              config=config())
-
-
 def test_the_id_is_the_same_live_and_caught_up_so_the_outbox_refuses_a_duplicate(
         demo: Outcome) -> None:
     live = admit(demo, "live", pbx_id="lab", config=config())
