@@ -2,12 +2,28 @@
 
 Nothing here stores events. Each event updates a few slots; a channel's
 state is dropped from the tracker's table when it hangs up, and lives on only
-as long as an open recording still refers to it (plain Python references).
+as long as a recording still refers to it (plain Python references).
+
+Channels of one call refer to each other both ways (dialled_by and
+dial_targets, a Local pair's halves, a transfer and its parties): reference
+cycles, which only CPython's cyclic collector could free, and its full
+collections are rare. So the tracker frees a finished call itself
+(`join`, `hold`, `release`): every channel linked to another shares a list
+of the call's channels, each channel counts the live recordings that refer
+to it, and once every channel of the call is gone from the tracker and no
+recording refers to any of them, their links are cut and plain reference
+counting frees them. A recording is `hold`-ed when the tracker makes it and
+unpins its channels when it is freed (a weak reference's callback), so a
+closed recording the classifier or the service's queue still has keeps the
+whole call readable; nothing but the tracker has to take part.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 from ..recordings.spec import RecordingMode
@@ -82,6 +98,13 @@ class Channel:
     # consultation's Local half moved into the customer's call, a second
     # MixMonitor after a transfer) is sent from one recording only.
     recorded: list[list[object]] | None = None
+    # Freeing a finished call (see the module docstring): the channels linked
+    # with this one (shared by all of them; UNMANAGED: left to CPython's
+    # collector), how many live recordings refer to it, and whether the
+    # tracker has forgotten it (hung up, or Asterisk restarted).
+    call: list[Channel] | None = field(default=None, repr=False)
+    pins: int = field(default=0, repr=False)
+    gone: bool = field(default=False, repr=False)
 
     @property
     def is_local(self) -> bool:
@@ -145,7 +168,7 @@ class Segment:
     spans: list[tuple[float, float]] = field(default_factory=list)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Recording:
     file: str
     channel: Channel  # the channel MixMonitor runs on
@@ -187,7 +210,114 @@ class Recording:
     # group, transfers), in first-seen order.
     seen: list[Channel] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Set by `hold`: the weak reference whose callback unpins its channels.
+    holder: weakref.ref[Recording] | None = field(default=None, init=False, repr=False)
 
     def see(self, channel: Channel) -> None:
         if all(c is not channel for c in self.seen):
             self.seen.append(channel)
+            if self.holder is not None:
+                channel.pins += 1
+
+
+# -- freeing finished calls by reference counting ------------------------------------
+
+# A call that grew this big (a queue caller whose members are rung again and
+# again, an agent's channel that transfers call after call) is not kept whole
+# until its last channel goes: it is left to CPython's collector, as before.
+MAX_CALL = 64
+UNMANAGED: list[Channel] = []  # the `call` of channels left to the collector; never filled
+
+
+def join(*channels: Channel | None) -> None:
+    """The tracker linked these channels (a dial, a Local pair, a transfer):
+    from now on they are freed together."""
+    group: list[Channel] | None = None
+    for ch in channels:
+        if ch is None:
+            continue
+        other = ch.call
+        if other is None:
+            other = ch.call = [ch]
+        if group is None or other is group:
+            group = other
+            continue
+        if group is UNMANAGED or other is UNMANAGED \
+                or len(group) + len(other) > MAX_CALL:
+            _unmanage(group)
+            _unmanage(other)
+            group = UNMANAGED
+            continue
+        if len(group) < len(other):
+            group, other = other, group
+        for member in other:
+            member.call = group
+        group.extend(other)
+
+
+def _unmanage(group: list[Channel]) -> None:
+    if group is not UNMANAGED:
+        for member in group:
+            member.call = UNMANAGED
+        group.clear()
+
+
+def hold(rec: Recording) -> None:
+    """From now on `rec` pins the channels it refers to, until it is freed."""
+    if rec.holder is not None:
+        return
+    seen = rec.seen
+    for ch in seen:
+        ch.pins += 1
+    extra = None if any(c is rec.channel for c in seen) else rec.channel
+    if extra is not None:
+        extra.pins += 1
+    rec.holder = weakref.ref(rec, partial(_unpin, seen, extra))
+
+
+def _unpin(seen: Sequence[Channel], extra: Channel | None, _ref: object) -> None:
+    """A held recording was freed (the callback must not refer to it)."""
+    for ch in (*seen, extra) if extra is not None else seen:
+        ch.pins -= 1
+        if not ch.pins and ch.gone:
+            release(ch)
+
+
+def release(ch: Channel) -> None:
+    """`ch` is gone and no recording refers to it: when that is so for every
+    channel of its call too, cut the call's links so reference counting frees it."""
+    group = ch.call
+    if group is None or group is UNMANAGED:
+        return  # never linked (nothing to cut), or left to the collector
+    for member in group:
+        if not member.gone or member.pins:
+            return
+    for member in group:
+        if not _links_within(member, group):
+            # Linked outside what the tracker joined (a journal's channels after
+            # a restart): someone may still read through it; the collector decides.
+            _unmanage(group)
+            return
+    for member in group:
+        _cut(member)
+    group.clear()
+
+
+def _links_within(ch: Channel, group: list[Channel]) -> bool:
+    linked: list[Channel | None] = [ch.dialled_by, ch.local_peer, *(ch.dial_targets or ())]
+    for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
+        if t is not None:
+            linked += (t.transferer, t.transferee)
+    return all(c is None or c.call is group for c in linked)
+
+
+def _cut(ch: Channel) -> None:
+    for t in (ch.transfer, ch.made_transfer, *(ch.earlier_transfers or ())):
+        if t is not None:
+            t.transferer = t.transferee = None
+    ch.dialled_by = ch.local_peer = None
+    ch.dial_targets = ch.earlier_transfers = None
+    ch.transfer = ch.made_transfer = None
+    ch.mixmon = None
+    ch.recordings = None
+    ch.call = None

@@ -19,7 +19,6 @@ reordered, and cheap: a few dict lookups per event.
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,7 +40,17 @@ from .mixmonitor import (
     split_args,
 )
 from .segments import file_seconds
-from .state import Channel, EndReason, MixMonitorRun, Recording, Segment, Transfer
+from .state import (
+    Channel,
+    EndReason,
+    MixMonitorRun,
+    Recording,
+    Segment,
+    Transfer,
+    hold,
+    join,
+    release,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +246,15 @@ class CallTracker:
 
     def forget_all(self) -> None:
         """Drop all channel state (after Asterisk restarted: none of it is live)."""
+        forgotten = list(self.channels.values())
         self.channels.clear()
         self.bridges.clear()
         self._locals.clear()
         self._dead.clear()
+        for ch in forgotten:
+            ch.mixmon = None  # its recordings were closed (close_all): nothing to follow
+            ch.gone = True
+            release(ch)
 
     @property
     def open_recordings(self) -> int:
@@ -323,6 +337,7 @@ class CallTracker:
             self._locals[base] = ch
         else:
             ch.local_peer, twin.local_peer = twin, ch
+            join(ch, twin)
 
     def _newstate(self, event: Event, ts: float) -> None:
         ch = self._channel(event, ts)
@@ -369,6 +384,8 @@ class CallTracker:
                 del self._locals[base]
         if self.on_gone is not None:
             self.on_gone(ch)
+        ch.gone = True
+        release(ch)  # the call is freed once its last channel and recording are
 
     # -- dialling ---------------------------------------------------------------------
 
@@ -383,6 +400,7 @@ class CallTracker:
             dest.originated = True
             return
         dest.dialled_by = caller
+        join(dest, caller)
         targets = caller.dial_targets
         if targets is None:
             caller.dial_targets = [dest]
@@ -445,6 +463,7 @@ class CallTracker:
         two = self._channel(event, ts, "LocalTwo")
         if one is not None and two is not None:
             one.local_peer, two.local_peer = two, one
+            join(one, two)
 
     def _component(self, start: Channel) -> list[Channel]:
         """Channels connected to `start` through bridges and Local pairs."""
@@ -497,6 +516,8 @@ class CallTracker:
     def _refresh(self, channels: Iterable[Channel], ts: float) -> None:
         for ch in channels:
             for rec in ch.recordings or ():
+                if rec.holder is None:
+                    hold(rec)  # adopted from the journal: from now on it pins its channels
                 left, right = self._sides(rec)
                 grew = _update_segments(rec.left, left, ts)
                 grew = _update_segments(rec.right, right, ts) or grew
@@ -674,6 +695,7 @@ class CallTracker:
         """A MixMonitor that cannot be followed to a call_data: closed at once
         with the reason, so that it is set aside (or, in replay, reported)."""
         rec = Recording(file=file or "", channel=ch, started=at, untracked=reason)
+        hold(rec)
         rec.ended = at
         rec.end_reason = "hangup"
         self.stats.untracked += 1
@@ -694,6 +716,7 @@ class CallTracker:
         rec = Recording(file=file, channel=ch, started=ts, options=options,
                         bridged_only=bridged_only(options), receive=receive, transmit=transmit,
                         mode=recording_mode(file, options))
+        hold(rec)
         self.recordings[file] = rec
         if ch.bridge is not None:
             rec.in_bridge_since = ts
@@ -758,6 +781,7 @@ class CallTracker:
     def _close(self, rec: Recording, ts: float, reason: EndReason) -> None:
         if rec.ended is not None:
             return
+        hold(rec)  # (one adopted from the journal may not be yet)
         rec.ended = ts
         rec.end_reason = reason
         for seg in (*rec.left, *rec.right):
@@ -788,13 +812,12 @@ class CallTracker:
             appended = self._open_appended(appender, rec.file, ts, run)
             if run is not None and run.rec is None:
                 run.rec = appended
-        if self.stats.recordings_closed % COLLECT_EVERY == 0:
-            gc.collect()  # see COLLECT_EVERY
 
     def _voicemail_recording(self, ch: Channel, ts: float) -> None:
         """A caller left a voicemail on a channel we did not record: send the message."""
         assert ch.vm_file is not None
         rec = voicemail_recording(ch, ch.vm_file, ts)
+        hold(rec)
         self.stats.recordings_opened += 1
         self.stats.recordings_closed += 1
         self.on_closed(rec)
@@ -908,6 +931,7 @@ class CallTracker:
             return
         t = Transfer("blind", ts, transferer, event.get("Extension") or None, transferee)
         _moved(transferee, t)
+        join(transferee, transferer)
         if transferer is not None:
             transferer.made_transfer = t
             self._touch(transferer)
@@ -921,6 +945,7 @@ class CallTracker:
         transferee = self._channel(event, ts, "Transferee")
         user = transferer or second
         t = Transfer("attended", ts, user, None, transferee)
+        join(transferer, second, transferee)
         if transferee is not None:
             _moved(transferee, t)
         for ch in (transferer, second):
@@ -946,13 +971,6 @@ class CallTracker:
 
 
 DEAD_MEMORY = 4096  # recently hung-up Uniqueids remembered
-# A finished call leaves reference cycles (dialled_by <-> dial_targets, Local
-# pairs, transfers). Its objects lived through the whole call, long enough to
-# reach CPython's oldest GC generation, which is collected only rarely: left
-# alone, finished calls piled up between full collections and fragmented the
-# heap (benchmarks/memory.py: RSS +11 MB over 100,000 calls, +2.6 MB with this).
-# A full collection takes ~20 ms, so once per this many closed recordings.
-COLLECT_EVERY = 1000
 MAX_SPANS = 64  # stretches kept per party and side (a party flapping in and out)
 MAX_RECORDED = 16  # recordings remembered per channel (Channel.recorded)
 
