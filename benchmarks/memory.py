@@ -14,6 +14,11 @@ other benchmarks allocated is in the numbers.
   of all 20 captures, 100 calls in progress at a time, in batches of 1,000;
   resident memory (/proc/self/statm) after 1,000 finished calls and after
   100,000 (smoke: 5,000). A leak of even 50 bytes per call would show as 5 MB.
+  Nothing calls gc.collect() while it runs (the tracker does not either):
+  finished calls must be freed by reference counting. Afterwards the report
+  says how many full collections CPython ran by itself and how many
+  unreachable objects one final collection finds (cyclic garbage that was
+  waiting).
 """
 
 from __future__ import annotations
@@ -51,7 +56,6 @@ def _retained(tpls: Sequence[streams.CallTemplate], calls: int) -> tuple[int, in
             tracker.feed(msg, n * 0.001)
             n += 1
     del parser, chunk, msg  # the events are gone: only what the tracker keeps remains
-    gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     return used, tracker.open_recordings, len(tracker.channels)
@@ -87,7 +91,12 @@ def rss_curve(checkpoints: Sequence[int], batch: int = 1000,
         done += batch
         if done in checkpoints:
             rss[done] = rss_now()
+    full_runs = gc.get_stats()[2]["collections"]  # by CPython itself, during the run
+    tracked = len(gc.get_objects())
+    waiting = gc.collect()  # after the measurement: what refcounting did not free
     return {
+        "gc": {"full collections": full_runs, "objects tracked": tracked,
+               "cyclic garbage at the end": waiting},
         "rss": {str(k): v for k, v in rss.items()}, "events": n, "call_data": full.call_data,
         "left": {"channels": len(tracker.channels), "bridges": len(tracker.bridges),
                  "recordings": tracker.open_recordings, "locals": len(tracker._locals),
@@ -138,7 +147,8 @@ def run(smoke: bool) -> Section:
         "memory: RSS by finished calls: "
         + ", ".join(f"{k:,}: {v / MB:.1f} MB" for k, v in sorted(rss.items()))
         + f"; {curve['events']:,} events, {curve['call_data']:,} call_data; tracker left with "
-        + ", ".join(f"{k} {v}" for k, v in curve["left"].items()))
+        + ", ".join(f"{k} {v}" for k, v in curve["left"].items())
+        + "; gc: " + ", ".join(f"{k} {v:,}" for k, v in curve["gc"].items()))
     return section
 
 
