@@ -212,6 +212,7 @@ class CallTracker:
     def follow(self, rec: Recording, at: float) -> Recording:
         """Track on a recording from the journal (calls/restore.py), its channels
         already the live ones where they are up. Its Hangup may have come already."""
+        hold(rec)  # from now on it pins its channels, as one the tracker opened
         ch = rec.channel
         hung_up = self._dead.get(ch.uniqueid)
         if hung_up is not None:  # listed as up, but its Hangup came meanwhile
@@ -516,8 +517,6 @@ class CallTracker:
     def _refresh(self, channels: Iterable[Channel], ts: float) -> None:
         for ch in channels:
             for rec in ch.recordings or ():
-                if rec.holder is None:
-                    hold(rec)  # adopted from the journal: from now on it pins its channels
                 left, right = self._sides(rec)
                 grew = _update_segments(rec.left, left, ts)
                 grew = _update_segments(rec.right, right, ts) or grew
@@ -781,7 +780,7 @@ class CallTracker:
     def _close(self, rec: Recording, ts: float, reason: EndReason) -> None:
         if rec.ended is not None:
             return
-        hold(rec)  # (one adopted from the journal may not be yet)
+        hold(rec)  # (already, unless it came some other way)
         rec.ended = ts
         rec.end_reason = reason
         for seg in (*rec.left, *rec.right):
