@@ -35,6 +35,10 @@ def live_state() -> int:
     return sum(isinstance(o, STATE_TYPES) for o in gc.get_objects())
 
 
+def count(kind: type) -> int:
+    return sum(isinstance(o, kind) for o in gc.get_objects())
+
+
 @contextmanager
 def collector_off() -> Iterator[None]:
     gc.collect()
@@ -115,10 +119,11 @@ async def test_the_service_intake_keeps_no_finished_call(tmp_path: Path) -> None
     async with StandIn(tmp_path / "miitel", port=0) as standin, FakeAmi(events) as ami:
         config = service_config(tmp_path, ami.port, standin.webhook_url)
         with collector_off():
+            before_recordings, before_channels = count(Recording), count(Channel)
             async with running(config) as service:
-                await wait_for(done(service, 6), 20)
-                recordings = sum(isinstance(o, Recording) for o in gc.get_objects())
-                channels = sum(isinstance(o, Channel) for o in gc.get_objects())
+                await wait_for(done(service, 6), 30)
+                recordings = count(Recording) - before_recordings
+                channels = count(Channel) - before_channels
     assert service.stats.closed == 6
     # The intake's loop variable still has the latest recording until the next
     # one arrives: at most that call (two channels) is left.
