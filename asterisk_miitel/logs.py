@@ -11,13 +11,39 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from .miitel.redact import ELLIPSIS, remember, scrub, secret_values
 
 SERVICE_LOGGERS = ("asterisk_miitel",)
+
+# Warnings anyone who can send us input may cause (AMI junk, UserEvents) are
+# said at most once a minute per kind: a flood must not fill the log.
+WARN_EVERY = 60.0
+
+
+class Throttle:
+    """Per key: the first line at once, then at most one every `every` seconds."""
+
+    def __init__(self, every: float = WARN_EVERY,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}  # not said since the last line
+
+    def allow(self, key: str) -> int | None:
+        """None: keep quiet. Else say it now, with how many went unsaid since."""
+        now = self.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._quiet[key] = self._quiet.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._quiet.pop(key, 0)
 
 
 class SecretFilter(logging.Filter):
