@@ -265,6 +265,33 @@ async def test_tls_handshake_without_sending_a_request(
         assert "secret-token" not in r.detail and "/webhook" not in r.detail
 
 
+async def test_ami_over_tls_trusts_the_ca_in_tls_ca_file(
+    tmp_path: Path, self_signed: tuple[Path, Path]
+) -> None:
+    """check connects as the service does: [ami] tls_ca_file was ignored, so an
+    Asterisk with a self-signed certificate failed the check but not the service."""
+    cert, key = self_signed
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    async with FakeAmi(demo_events(), secret="s3cret-ami", ssl=ctx) as ami:
+        def login(ca: Path | None) -> Config:
+            config = make_config(tmp_path, ami, None)
+            config.ami = config.ami.model_copy(
+                update={"host": "localhost", "tls": True, "tls_ca_file": ca})
+            return config
+        trusted = by_name(await run_checks(login(cert), listen_seconds=LISTEN))
+        untrusted = by_name(await run_checks(login(None), listen_seconds=0))
+        missing = by_name(await run_checks(login(tmp_path / "nope.pem"), listen_seconds=0))
+    ok, bad, gone = trusted["AMI login"], untrusted["AMI login"], missing["AMI login"]
+    assert ok.ok is True and "over TLS (certificate verified)" in ok.detail, ok.detail
+    assert trusted["AMI event filter"].ok  # the events came over the TLS session
+    assert bad.ok is False and "not trusted" in bad.detail and "[ami] tls_ca_file" in bad.detail
+    assert gone.ok is False and f"[ami] tls_ca_file {tmp_path / 'nope.pem'}" in gone.detail
+    assert "No such file" in gone.detail
+    for result in (ok, bad, gone):
+        assert "s3cret-ami" not in result.detail
+
+
 async def test_recordings_folder_that_does_not_exist(tmp_path: Path) -> None:
     config = make_config(tmp_path, None, None,
                          recordings={"dirs": ["/var/spool/asterisk/monitor",

@@ -242,6 +242,8 @@ class AmiListener:
                     ssl=self._ssl_context(),
                     server_hostname=cfg.host if cfg.tls else None,
                 )
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS certificate of {where} not trusted ({_short(exc)}): {untrusted_hint(cfg)}"
         except (OSError, TimeoutError) as exc:
             return f"connection to {where} failed ({_short(exc)})"
         self.stats.connects += 1
@@ -341,6 +343,15 @@ def ssl_context(cfg: AmiConfig) -> ssl.SSLContext | None:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def untrusted_hint(cfg: AmiConfig) -> str:
+    """What to do when Asterisk's TLS certificate is not trusted."""
+    if cfg.tls_ca_file is not None:
+        return (f"[ami] tls_ca_file {cfg.tls_ca_file} does not vouch for it, or [ami] host "
+                f"{cfg.host!r} is not a name in the certificate")
+    return ("set [ami] tls_ca_file to the CA (or the self-signed certificate) of "
+            "manager.conf's tlscertfile")
 
 
 class ProblemLog:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
+from ..ami.listener import ssl_context, untrusted_hint
 from ..ami.protocol import MiitelAmiProtocol
 from ..config import AmiConfig, Config, MiitelConfig
 from ..miitel.redact import redact_url
@@ -135,13 +136,22 @@ async def probe_ami(cfg: AmiConfig, listen_seconds: float) -> AmiProbe:
             enough.set()
 
     try:
+        tls = ssl_context(cfg)  # the service's own: [ami] tls, tls_verify, tls_ca_file
+    except OSError as exc:  # it names the setting and the file
+        probe.error = str(exc)
+        return probe
+    try:
         _transport, protocol = await asyncio.wait_for(
             loop.create_connection(
                 lambda: MiitelAmiProtocol(sink), cfg.host, cfg.port,
-                ssl=_ami_ssl(cfg), server_hostname=cfg.host if cfg.tls else None,
+                ssl=tls, server_hostname=cfg.host if cfg.tls else None,
             ),
             cfg.connect_timeout,
         )
+    except ssl.SSLCertVerificationError as exc:
+        probe.error = (f"AMI at {where}: TLS certificate not trusted ({_short(exc)}): "
+                       + untrusted_hint(cfg))
+        return probe
     except (OSError, TimeoutError) as exc:
         probe.error = (f"cannot connect to AMI at {where} ({_short(exc)}): is Asterisk running, "
                        "manager.conf enabled = yes, bindaddr/port as in [ami]?")
@@ -205,9 +215,13 @@ async def _ami_checks(cfg: AmiConfig, listen_seconds: float) -> list[CheckResult
                 CheckResult("AMI timestamps", None, skipped),
                 CheckResult("Asterisk version", None, skipped),
                 CheckResult("MixMonitor events", None, skipped)]
+    over = ""
+    if cfg.tls:
+        over = (" over TLS (certificate verified)" if cfg.tls_verify
+                else " over TLS (certificate NOT verified: [ami] tls_verify = false)")
     return [
         CheckResult("AMI login", True,
-                    f"logged in as {cfg.username!r} at {cfg.host}:{cfg.port} "
+                    f"logged in as {cfg.username!r} at {cfg.host}:{cfg.port}{over} "
                     f"(Asterisk Call Manager {probe.banner})"),
         _actions_result(probe),
         filter_result(probe.events, probe.listened),
@@ -363,16 +377,6 @@ def mixmonitor_result(probe: AmiProbe) -> CheckResult:
                        "dialplan step (Newexten, also inside ExecIf); a StopMixMonitor sent over "
                        "AMI (FreePBX's on-demand stop) is not visible, so that recording ends "
                        "at hangup" + heard)
-
-
-def _ami_ssl(cfg: AmiConfig) -> ssl.SSLContext | None:
-    if not cfg.tls:
-        return None
-    ctx = ssl.create_default_context()
-    if not cfg.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 # -- MiiTel webhook host -------------------------------------------------------------
