@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..logs import Throttle
 from ..recordings.spec import RecordingMode
 from .asterisk import (
     bridged_only,
@@ -143,6 +144,10 @@ class CallTracker:
 
     # -- entry points -------------------------------------------------------------
 
+    # Malformed-event warnings, at most one a minute per event name: anyone
+    # with an AMI login can send UserEvents (created on first use).
+    _malformed_log: Throttle | None = None
+
     def feed(self, event: Event, received_at: float) -> None:
         """Fold one event. Never raises for bad input: counts and notes it."""
         name = event.get("Event") or ""
@@ -168,7 +173,13 @@ class CallTracker:
             self.stats.bad_events += 1
             text = f"ignored a malformed {name} event ({type(exc).__name__}: {exc})"
             self.stats.note(text)
-            log.warning("%s; Uniqueid=%s", text, event.get("Uniqueid", "?"))
+            if self._malformed_log is None:
+                self._malformed_log = Throttle()
+            more = self._malformed_log.allow(name)
+            if more is not None:
+                log.warning("%s; Uniqueid=%s%s", text, event.get("Uniqueid", "?"),
+                            f" ({more} more malformed {name} events ignored since the last "
+                            "warning)" if more else "")
 
     def asterisk_time(self, wall: float) -> float:
         """`wall` (time.time()) on Asterisk's clock, as far as its events tell."""
