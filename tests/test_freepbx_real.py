@@ -401,7 +401,7 @@ def test_freepbx_real_ring_group_records_nothing_by_its_policy(real: E2E) -> Non
 @pytest.mark.lab
 @A16_ONLY
 def test_freepbx_real_unanswered_call_reaches_voicemail(real: E2E) -> None:
-    # the customer -> 1180, which rings 6 s (AMPUSER/1180/ringtimer) -> macro-vm ->
+    # the customer -> 1180, which rings 3 s (AMPUSER/1180/ringtimer) -> macro-vm ->
     # VoiceMail(1180@default,u): MiiTel gets the message
     env, v = real, variant_of(real)
     env.runner.start("callee", "uas_noanswer", ip=ip(env, 1))

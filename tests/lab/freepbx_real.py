@@ -289,7 +289,7 @@ def astdb(variant: Variant, tech: str = "PJSIP") -> dict[str, str]:
             "recording/ondemand": "enabled", "recording/out/external": "force",
             "recording/out/internal": "force", "recording/priority": "10",
             # a shorter ring than the default 15 s: the tests wait for voicemail
-            "ringtimer": "6", "rvolume": "",
+            "ringtimer": "3", "rvolume": "",
             "voicemail": "default" if p.voicemail else "novm",
         }
         for key, value in user.items():

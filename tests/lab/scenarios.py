@@ -292,7 +292,7 @@ def s_inbound_voicemail(lab: Lab, cap: Runner) -> Truth:
     cap.start("callee", "uas_noanswer", ip=PHONES["1003"].ip)
     res = cap.run("caller", "uac_voicemail", ip=TRUNK.ip, service="0312345682",
                   inf=[list(CUSTOMER)], duration_ms=14000)
-    t = Truth("The customer calls DID 0312345682 -> 1003, which rings 8 s and does not "
+    t = Truth("The customer calls DID 0312345682 -> 1003, which rings 4 s and does not "
               "answer; the call goes to VoiceMail(1003@default,u); after the greeting the "
               "customer speaks 6 s and hangs up: the message is VM_MESSAGEFILE.",
               [customer("caller", "talks", "uac_voicemail",
@@ -485,7 +485,7 @@ def s_busy(lab: Lab, cap: Runner) -> Truth:
 @scenario("noanswer")
 def s_noanswer(lab: Lab, cap: Runner) -> Truth:
     res = inbound_to_1001(cap, caller_sipp="uac_unanswered", callee_sipp="uas_noanswer")
-    t = Truth("The customer calls DID 0312345678 -> 1001, which rings 8 s (RINGTIME) and "
+    t = Truth("The customer calls DID 0312345678 -> 1001, which rings 4 s (RINGTIME) and "
               "does not answer; Dial gives up (NOANSWER) and the call is hung up.",
               [customer("caller", "silent", "uac_unanswered"),
                phone("1001", "callee", "silent", "uas_noanswer")],
