@@ -379,8 +379,11 @@ def queues_conf(variant: Variant) -> str:
 # applicationmap_additional.conf): disconnect is ** (Asterisk's default * would
 # let a phone's DTMF * hang the call up, Dial's h option), and the one-touch
 # recording feature *1 (DYNAMIC_FEATURES=apprecord) runs macro-one-touch-record,
-# in FreePBX 17's form a Gosub.
+# in FreePBX 17's form a Gosub. featuredigittimeout: FreePBX leaves Asterisk's
+# 1000 ms; 3000 here, as in conf/features.conf, so that a SIP INFO digit a
+# loaded machine delays does not break the *2 apart.
 FEATURES = """[general]
+featuredigittimeout = 3000
 transferdigittimeout = 3
 atxfernoanswertimeout = 15
 atxferdropcall = no
