@@ -23,3 +23,22 @@ def test_readme_configuration_block_loads(tmp_path: Path) -> None:
     assert config.ami.username == "miitel"
     assert config.users["1002"].endpoints == ["desk-sato"]
     assert config.pbx.id is None and config.catchup.database_url is None  # "" means unset
+
+
+def test_how_it_works_names_modules_that_exist() -> None:
+    # The diagram is where a newcomer starts reading: every module and package
+    # it names must be there, and the data-flow stages must all be named.
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## How it works")
+    block = text[start : text.index("```\n", text.index("```", start) + 3)]
+    package = README.parent / "asterisk_miitel"
+    named = set(re.findall(r"\b([a-z_]+(?:/[a-z_]+)*(?:\.py|/))", block))
+    assert named, "the diagram names no module"
+    missing = sorted(n for n in named if not (package / n).exists())
+    assert not missing, f"the diagram names modules that do not exist: {missing}"
+    for stage in ("ami/listener.py", "calls/tracker.py", "calls/classify.py", "intake.py",
+                  "outbox/store.py", "outbox/sender.py", "miitel/client.py", "resync.py",
+                  "calls/restore.py"):
+        assert stage in named, f"the diagram does not name {stage}"
