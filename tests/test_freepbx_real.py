@@ -474,9 +474,7 @@ def test_freepbx_real_blind_transfer(real: E2E) -> None:
 # out after 60 s). Most likely the * and the 2 of *2 (one SIP INFO each) reached
 # Asterisk more than featuredigittimeout (its default 1000 ms) apart under load,
 # so * went through as DTMF: a 1.5 s gap gives exactly that every time. The lab
-# now allows 3000 ms (conf/features.conf, freepbx_real.FEATURES). Rerun once
-# still; the service is not involved in that step.
-@pytest.mark.flaky(reruns=1)
+# now allows 3000 ms (conf/features.conf, freepbx_real.FEATURES): no rerun.
 def test_freepbx_real_attended_transfer(real: E2E) -> None:
     # the customer -> 1180, which answers, dials *2 1101 (SIP INFO), consults 1101 and
     # hangs up; FreePBX 17's transfer monitor (here over the admin AMI) reacts
