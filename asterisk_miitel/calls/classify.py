@@ -92,7 +92,9 @@ def call_data_id(pbx_id: str, recording_file: str) -> str:
     Live tracking and catch-up from CDRs compute the same id for the same
     recording, so a call is never created twice.
     """
-    name = PurePosixPath(recording_file).name
+    name = recording_file.rpartition("/")[2]
+    if not name or name == ".":  # a trailing / or /.: what pathlib makes of those
+        name = PurePosixPath(recording_file).name
     digest = hashlib.sha256(f"{pbx_id}\0{recording_file}".encode()).hexdigest()[:16]
     return f"{pbx_id}:{name}:{digest}"
 

@@ -124,7 +124,7 @@ class Channel:
         if self.is_local:
             resource = resource.rpartition(";")[0] or resource
         base, dash, suffix = resource.rpartition("-")
-        if dash and suffix and all(c in "0123456789abcdef" for c in suffix.lower()):
+        if dash and suffix and not suffix.lower().strip("0123456789abcdef"):  # all hex
             return base
         return resource
 
@@ -214,7 +214,8 @@ class Recording:
     holder: weakref.ref[Recording] | None = field(default=None, init=False, repr=False)
 
     def see(self, channel: Channel) -> None:
-        if all(c is not channel for c in self.seen):
+        # Channel has eq=False: `in` compares identity, in C (as `is` in a loop did).
+        if channel not in self.seen:
             self.seen.append(channel)
             if self.holder is not None:
                 channel.pins += 1
@@ -269,7 +270,7 @@ def hold(rec: Recording) -> None:
     seen = rec.seen
     for ch in seen:
         ch.pins += 1
-    extra = None if any(c is rec.channel for c in seen) else rec.channel
+    extra = None if rec.channel in seen else rec.channel
     if extra is not None:
         extra.pins += 1
     rec.holder = weakref.ref(rec, partial(_unpin, seen, extra))
