@@ -66,6 +66,15 @@ classify + payload 0.09 s; the whole path 0.52 s against panoramisk's 0.55 s.
 Nothing dominates any more; the next step would be the tracker's per-event
 overhead, which is another engineer's file and not needed for the target.
 
+For issue 12's 1.0 (2026-12-02), timed without the profiler on the 268,000
+events: parsing ~2.1 s, tracker ~3 s, classify + payload ~2.3 s against
+panoramisk's ~6-7 s. Changed: OrderedDict.popitem for the tracker's bounded
+memories (del d[next(iter(d))] scanned a dict's deleted slots, ~12 us per
+hangup at 4,096 entries), identity `in` instead of generator all()/any()
+over channels (eq=False), Channel.endpoint's hex check by str.strip,
+call_data_id without pathlib. Ratio 0.71-0.76 -> 0.79; README's "What the
+profile showed" says what is left.
+
 panoramisk's own parsing is not our limit: we only use its action/response
 machinery. Its per-header CaseInsensitiveDict (a lower() and a tuple per
 header, then MutableMapping.update) caps it at ~100k events/s here; a
