@@ -72,7 +72,8 @@ panoramisk's ~6-7 s. Changed: OrderedDict.popitem for the tracker's bounded
 memories (del d[next(iter(d))] scanned a dict's deleted slots, ~12 us per
 hangup at 4,096 entries), identity `in` instead of generator all()/any()
 over channels (eq=False), Channel.endpoint's hex check by str.strip,
-call_data_id without pathlib. Ratio 0.71-0.76 -> 0.79; README's "What the
+call_data_id without pathlib. Ratio 0.76-0.79 (the tree before: 0.76
+in the same quarter hour, within the noise); README's "What the
 profile showed" says what is left.
 
 panoramisk's own parsing is not our limit: we only use its action/response
