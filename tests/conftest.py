@@ -57,7 +57,6 @@ def pytest_report_header(config: pytest.Config) -> str:
 LAB_FIXTURES = frozenset({"lab", "asterisk_lab", "freepbx_lab"})
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names the group in each node id
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("lab") or LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
