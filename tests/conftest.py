@@ -50,40 +50,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     return report_header(config)
 
 
-# The machine has one lab (a machine-wide lock): with pytest-xdist every test
-# that uses it runs on one worker, in collection order, while the other
-# workers take the rest. Lab tests mostly wait on real time (calls ring and
-# talk), so the CPU-bound unit tests run beside them at little cost to either.
-LAB_FIXTURES = frozenset({"lab", "asterisk_lab", "freepbx_lab"})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("lab") or LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("lab"))
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """A worker tells the controller which Asterisks its lab tests used."""
-    from tests.lab.fixtures import RAN_AGAINST
-
-    output = getattr(session.config, "workeroutput", None)
-    if output is not None:
-        output["ran_against"] = session.config.stash.get(RAN_AGAINST, "")
-
-
-def pytest_testnodedown(node: object, error: object) -> None:
-    """The controller keeps what each worker's lab tests ran against."""
-    from tests.lab.fixtures import RAN_AGAINST
-
-    said = getattr(node, "workeroutput", {}).get("ran_against", "")
-    config = getattr(node, "config", None)
-    if said and config is not None:
-        ran = [v for v in config.stash.get(RAN_AGAINST, "").split(", ") if v]
-        config.stash[RAN_AGAINST] = ", ".join([*ran, *(v for v in said.split(", ")
-                                                       if v not in ran)])
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which Asterisk the real-lab tests ran against, even with -q."""
     from tests.lab.fixtures import summary_line
