@@ -13,7 +13,7 @@ other benchmarks allocated is in the numbers.
 - RSS: the full path (parse, track, classify, call_data.payload()) over a mix
   of all 20 captures, 100 calls in progress at a time, in batches of 1,000;
   resident memory (/proc/self/statm) after 1,000 finished calls and after
-  100,000 (smoke: 5,000). A leak of even 50 bytes per call would show as 5 MB.
+  100,000 (smoke: 2,000). A leak of even 50 bytes per call would show as 5 MB.
   Nothing calls gc.collect() while it runs (the tracker does not either):
   finished calls must be freed by reference counting. Afterwards the report
   says how many full collections CPython ran by itself and how many
@@ -106,9 +106,9 @@ def rss_curve(checkpoints: Sequence[int], batch: int = 1000,
 
 def child(what: str, smoke: bool) -> dict[str, object]:
     if what == "per-call":
-        small, large = (100, 1000) if smoke else (1000, 10_000)
+        small, large = (100, 400) if smoke else (1000, 10_000)
         return {"simple": per_call(["ext2ext"], small, large), "mix": per_call(None, small, large)}
-    last = 5000 if smoke else 100_000
+    last = 2000 if smoke else 100_000
     return rss_curve(sorted({1000, *(max(1, last * f // 10_000) * 1000 for f in (1, 2, 5, 10)),
                              last}))
 
