@@ -123,6 +123,10 @@ class CallTracker:
         # latest event's time and when it arrived, to say "now" in Asterisk time.
         self._last_ts: float | None = None
         self._last_rx = 0.0
+        # Malformed-event warnings, at most one a minute per event name (only
+        # names with a handler: bounded): anyone with an AMI login can send
+        # UserEvents.
+        self._malformed_log = Throttle()
         self._handlers: dict[str, Callable[[Event, float], None]] = {
             "Newchannel": self._newchannel,
             "Newstate": self._newstate,
@@ -147,10 +151,6 @@ class CallTracker:
         }
 
     # -- entry points -------------------------------------------------------------
-
-    # Malformed-event warnings, at most one a minute per event name: anyone
-    # with an AMI login can send UserEvents (created on first use).
-    _malformed_log: Throttle | None = None
 
     def feed(self, event: Event, received_at: float) -> None:
         """Fold one event. Never raises for bad input: counts and notes it."""
@@ -179,8 +179,6 @@ class CallTracker:
             self.stats.bad_events += 1
             text = f"ignored a malformed {name} event ({type(exc).__name__}: {exc})"
             self.stats.note(text)
-            if self._malformed_log is None:
-                self._malformed_log = Throttle()
             more = self._malformed_log.allow(name)
             if more is not None:
                 log.warning("%s; Uniqueid=%s%s", text, event.get("Uniqueid", "?"),
