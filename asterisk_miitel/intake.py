@@ -59,7 +59,9 @@ def admit(outcome: Outcome, source: Source, *, pbx_id: str, config: Config) -> N
     by its hangup (see SOURCE_BY_END). Logs and counts nothing: the caller says
     the call with log_outcome() and counts it with count_queued().
     """
-    outcome = apply_send_rules(outcome, config)
+    # The JSON dict once: the [send] rules read it and the outbox stores it.
+    payload = outcome.call_data.payload() if outcome.call_data is not None else None
+    outcome = apply_send_rules(outcome, payload, config)
     if source == "live":
         source = SOURCE_BY_END.get(outcome.end_reason or "", "live")
     state, code = state_of(outcome)
@@ -74,7 +76,7 @@ def admit(outcome: Outcome, source: Source, *, pbx_id: str, config: Config) -> N
         file=outcome.file,
         state=state,
         audio=outcome.audio.as_dict(),
-        call_data=outcome.call_data.payload() if outcome.call_data else None,
+        call_data=payload,
         parties=parties,
         reason=outcome.skip or outcome.set_aside,
         reason_code=code,
@@ -84,11 +86,13 @@ def admit(outcome: Outcome, source: Source, *, pbx_id: str, config: Config) -> N
     )
 
 
-def apply_send_rules(outcome: Outcome, config: Config) -> Outcome:
-    """[send]: a call the admin keeps out is skipped, with the rule as its reason."""
-    if outcome.call_data is None or outcome.skip:
+def apply_send_rules(outcome: Outcome, payload: dict[str, object] | None,
+                     config: Config) -> Outcome:
+    """[send]: a call the admin keeps out is skipped, with the rule as its reason.
+    `payload` is the outcome's call_data as JSON."""
+    if payload is None or outcome.skip:
         return outcome
-    reason = decide(outcome.call_data.payload(), list(outcome.extensions), config.send,
+    reason = decide(payload, list(outcome.extensions), config.send,
                     rules=config.numbers.rules())
     if reason is None:
         return outcome
