@@ -43,6 +43,19 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
+# The fixtures that start the machine's one real-Asterisk lab (tests/lab/fixtures.py).
+LAB_FIXTURES = frozenset({"lab", "asterisk_lab", "freepbx_lab"})
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Mark `lab` every test whose fixtures start the lab, even through another
+    fixture: scripts/test runs `-m lab` in its own pytest beside `-m "not lab"`,
+    and a lab test left in the other one would wait there for the machine's lab
+    lock. This runs as each item is collected, so before `-m` deselects."""
+    if LAB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.lab)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Name the Asterisk the real-lab tests run against."""
     from tests.lab.fixtures import report_header
