@@ -103,6 +103,7 @@ class Service:
         )
         self.pbx_id: str | None = config.pbx.id
         self._pbx_id_known = asyncio.Event()
+        self._ctx: Context | None = None  # classify's context, made once per pbx_id
         self._closed: asyncio.Queue[Recording] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         # Calls the outbox could not take yet (disk full), with their journal key.
@@ -362,7 +363,9 @@ class Service:
         try:
             await self._pbx_id_known.wait()
             assert self.pbx_id is not None
-            ctx = Context(self.config, self.pbx_id, self.config.pbx.tz())
+            ctx = self._ctx
+            if ctx is None or ctx.pbx_id != self.pbx_id:
+                ctx = self._ctx = Context(self.config, self.pbx_id, self.config.pbx.tz())
             outcomes = classify_segments(rec, ctx)  # one per conversation (transfers)
             for n, outcome in enumerate(outcomes, 1):
                 # The journal entry goes with the last piece: a crash between

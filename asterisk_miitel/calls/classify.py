@@ -84,6 +84,11 @@ class Context:
     # Set by classify_segments for one piece of a recording cut at a transfer.
     piece: Piece | None = None
     key: str | None = None  # that piece's key (what its call_data_id is derived from)
+    # Built once per config, not per recording (its endpoint map and number rules).
+    resolver: PartyResolver = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolver", PartyResolver(self.config))
 
 
 def call_data_id(pbx_id: str, recording_file: str) -> str:
@@ -126,7 +131,8 @@ def classify(rec: Recording, ctx: Context) -> Outcome:
     """The whole recording as one call (what catch-up from CDRs can know).
     The live service and replay use classify_segments."""
     outcome = _untracked(rec) if rec.untracked is not None else _classify(rec, ctx)
-    return replace(outcome, key=recording_key(rec))
+    key = recording_key(rec)
+    return outcome if outcome.key == key else replace(outcome, key=key)
 
 
 def classify_segments(rec: Recording, ctx: Context) -> list[Outcome]:
@@ -172,7 +178,7 @@ def _untracked(rec: Recording) -> Outcome:
 
 
 def _classify(rec: Recording, ctx: Context) -> Outcome:
-    resolver = PartyResolver(ctx.config)
+    resolver = ctx.resolver
     explain: list[str] = [f"recording {rec.file} on {rec.channel.name} ({rec.mode})"]
     left = _first(rec.left)
     right = _first(rec.right)
@@ -628,9 +634,10 @@ def _assemble(
     # start <= answer <= end, as MiiTel requires.
     if answered is not None:
         answered = min(max(answered, min(starts, ends)), ends)
+    key = ctx.key or recording_key(rec)
     try:
         call_data = CallData(
-            call_data_id=call_data_id(ctx.pbx_id, ctx.key or recording_key(rec)),
+            call_data_id=call_data_id(ctx.pbx_id, key),
             audio_file_type=audio.file_type,
             event_type=event_type,
             groupname=group,
@@ -669,4 +676,5 @@ def _assemble(
         notes=tuple(rec.notes),
         extensions=tuple(p.extension if p.kind == "internal" else None for _, p, _ in parties),
         ended_at=rec.ended,
+        key=key,
     )

@@ -21,7 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    model_serializer,
+    computed_field,
 )
 
 from ..recordings.spec import ChannelType, FileType
@@ -133,13 +133,13 @@ class CallData(BaseModel):
     participants: list[Participant]
     tags: list[Tag] = Field(default_factory=list)
 
-    @model_serializer(mode="wrap")
-    def _with_group_name(self, handler):  # type: ignore[no-untyped-def]
-        data = handler(self)
-        # The schema says `groupname`, MiiTel's own samples send `group_name`:
-        # send both, with the same value.
-        data["group_name"] = data.get("groupname")
-        return data
+    # The schema says `groupname`, MiiTel's own samples send `group_name`:
+    # send both, with the same value. (A computed field, not a wrap
+    # serializer: pydantic-core writes it without a Python call per dump.)
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def group_name(self) -> str | None:
+        return self.groupname
 
     def payload(self) -> dict[str, object]:
         """The JSON-able dict POSTed in `call_data`."""

@@ -69,14 +69,17 @@ def normalize_number(
     where the outside-line prefix and 184/186 are dialling instructions, not
     part of the number.
     """
-    if is_withheld(raw):
-        return ANONYMOUS
-    assert raw is not None
-    text = unicodedata.normalize("NFKC", raw).strip()
-    text = _strip_uri(text)
-    if is_withheld(text):
-        return ANONYMOUS
-    number = _SEPARATORS.sub("", text)
+    if raw and raw.isascii() and raw.isdigit():
+        number = raw  # most numbers: nothing to normalise, withhold or strip (no NFKC)
+    else:
+        if is_withheld(raw):
+            return ANONYMOUS
+        assert raw is not None
+        text = unicodedata.normalize("NFKC", raw).strip()
+        text = _strip_uri(text)
+        if is_withheld(text):
+            return ANONYMOUS
+        number = _SEPARATORS.sub("", text)
     if dialled:
         number = _strip_dialling_prefixes(number, rules)
     number = _reformat(number, rules)
