@@ -34,7 +34,7 @@ def plain_name(name: str) -> str:
     """A caller/connected name from a channel snapshot as the caller set it."""
     if "\\" in name:
         name = _ESCAPED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), name)
-    if _CONTROL.search(name):
+    if not name.isprintable() and _CONTROL.search(name):  # (isprintable: C, no regex)
         name = _CONTROL.sub(" ", name).strip()
     return name
 

@@ -80,6 +80,8 @@ def _specials(delim: str) -> re.Pattern[str]:
 
 def option_letters(options: str) -> str:
     """`bD i(ID) r(/x)` -> `bDir`: option letters without their arguments."""
+    if "(" not in options:
+        return options  # no arguments: nothing to drop (the common `b`)
     out = []
     depth = 0
     for c in options:
@@ -96,6 +98,8 @@ def option_arg(options: str, letter: str) -> str | None:
     """The argument of option `letter` in `bDr(/x/in.wav)t(/x/out.wav)`, or None."""
     if letter not in options:
         return None
+    if "(" not in options:
+        return ""  # there, without an argument (no parentheses to skip)
     depth = 0
     i = 0
     while i < len(options):

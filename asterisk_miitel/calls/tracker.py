@@ -154,7 +154,7 @@ class CallTracker:
 
     def feed(self, event: Event, received_at: float) -> None:
         """Fold one event. Never raises for bad input: counts and notes it."""
-        name = event.get("Event") or ""
+        name = event.get("Event", "")
         stats = self.stats  # (locals: this runs for every event)
         stats.events += 1
         handler = self._handlers.get(name)
@@ -163,13 +163,9 @@ class CallTracker:
             return
         by = stats.by_event
         by[name] = by.get(name, 0) + 1
-        stamp = event.get("Timestamp")
-        if stamp:
-            try:
-                ts = float(stamp)
-            except ValueError:
-                ts = received_at
-        else:
+        try:
+            ts = float(event["Timestamp"])  # (EAFP: nearly every event has one)
+        except (KeyError, ValueError):
             ts = received_at
         self._last_ts = ts
         self._last_rx = received_at
