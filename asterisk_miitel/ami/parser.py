@@ -77,6 +77,7 @@ class AmiParser:
         # header or a message. Off for transcripts saved with LF-only lines.
         self.strict_crlf = strict_crlf
         self.keys = keys  # a message has one of these (a server parses "Action")
+        self._keyset = frozenset(keys)
         self.version: str | None = None
         self.stats = ParserStats()
         self._buf = b""
@@ -101,13 +102,24 @@ class AmiParser:
             parts = _END.split(buf)
         self._buf = parts.pop()
         out: list[Message] = []
+        strict, keys, limit, stats = self.strict_crlf, self._keyset, self.max_message, self.stats
         for block in parts:
             if self._skipping:
                 self._skipping = False  # this block is the oversized message's tail
                 continue
-            if len(block) > self.max_message:
+            if len(block) > limit:
                 self._count_oversized(block)
             elif block:
+                # The common message, inline (once per event): UTF-8, the fast
+                # shape, one of `keys`. Anything else is _parse's to report.
+                try:
+                    msg = _fast(block.decode("utf-8"), strict)
+                except UnicodeDecodeError:
+                    msg = None
+                if msg is not None and not keys.isdisjoint(msg):
+                    stats.messages += 1
+                    out.append(msg)
+                    continue
                 msg = self._parse(block)
                 if msg is not None:
                     out.append(msg)

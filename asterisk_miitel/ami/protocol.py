@@ -66,7 +66,8 @@ class MiitelAmiProtocol(AMIProtocol):  # type: ignore[misc]
         responses = self.responses
         sink = self.sink
         for msg in messages:
-            action_id = msg.get("ActionID")
+            # (no action waiting, the usual case: an event, whatever ActionID it carries)
+            action_id = msg.get("ActionID") if responses else None
             if action_id is not None and action_id in responses:
                 self.handle_message(PanoramiskMessage(msg))
                 if action_id == self._hold_after and action_id not in responses:
