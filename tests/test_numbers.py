@@ -94,3 +94,20 @@ def test_unfit_numbers_are_errors_that_name_them(raw: str) -> None:
     with pytest.raises(InvalidNumber) as err:
         normalize_number(raw, JP)
     assert repr(raw) in str(err.value)
+
+
+@pytest.mark.parametrize("digits", ["0312345678", "00012", "184", "0184312345678",
+                                    "01081312345678", "8131234567890", "1001", "0"])
+@pytest.mark.parametrize("rules", [NumberRules(), NumberRules(format="e164"),
+                                   NumberRules(outside_line_prefix="0")])
+@pytest.mark.parametrize("dialled", [False, True])
+def test_plain_digits_read_like_the_same_digits_written_any_other_way(
+    digits: str, rules: NumberRules, dialled: bool
+) -> None:
+    # Plain ASCII digits skip NFKC and the separator pass; full-width digits
+    # and a hyphen take them. Both must give MiiTel the same number.
+    wide = "".join(chr(ord(c) + 0xFEE0) for c in digits)
+    spaced = "-".join(digits)
+    want = normalize_number(digits, rules, dialled=dialled)
+    assert normalize_number(wide, rules, dialled=dialled) == want
+    assert normalize_number(spaced, rules, dialled=dialled) == want
